@@ -1,0 +1,3 @@
+from medattn_networks.blocks.conv import ConvPReLUNorm, DoubleConv
+
+__all__ = ["ConvPReLUNorm", "DoubleConv"]
