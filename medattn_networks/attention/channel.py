@@ -7,9 +7,16 @@ import torch.nn as nn
 
 from medattn_networks.attention.registry import register_attention
 
-__all__ = ["ChannelSE", "global_pool"]
+__all__ = ["ChannelSE", "global_pool", "expand_to"]
 
 _POOLINGS = ("avg", "max", "avgmax")
+
+
+def expand_to(weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Append singleton axes to ``weights`` until it broadcasts against ``x`` (TorchScript-friendly)."""
+    while weights.dim() < x.dim():
+        weights = weights.unsqueeze(-1)
+    return weights
 
 
 def global_pool(x: torch.Tensor, mode: str) -> torch.Tensor:
@@ -45,5 +52,4 @@ class ChannelSE(nn.Module):
             logits = self.fc(global_pool(x, "avg")) + self.fc(global_pool(x, "max"))
         else:
             logits = self.fc(global_pool(x, self.pooling))
-        weights = torch.sigmoid(logits)
-        return x * weights.view(*weights.shape, *([1] * (x.dim() - 2)))
+        return x * expand_to(torch.sigmoid(logits), x)

@@ -32,10 +32,15 @@ class ProjectExcite(nn.Module):
         self.excite = nn.Sequential(conv(channels, hidden, 1), nn.PReLU(hidden), conv(hidden, channels, 1), nn.Sigmoid())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        spatial = tuple(range(2, x.dim()))
-        projections = [x.mean(dim=tuple(a for a in spatial if a != keep), keepdim=True) for keep in spatial]
-        z = sum(projections) / len(projections)
-        return x * self.excite(z)
+        z = torch.zeros_like(x)
+        num_axes = x.dim() - 2
+        for keep in range(2, x.dim()):
+            pooled_axes: list[int] = []
+            for axis in range(2, x.dim()):
+                if axis != keep:
+                    pooled_axes.append(axis)
+            z = z + x.mean(dim=pooled_axes, keepdim=True)
+        return x * self.excite(z / num_axes)
 
 
 @register_attention("ag")

@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn as nn
 
-from medattn_networks.attention.channel import ChannelSE
+from medattn_networks.attention.channel import ChannelSE, expand_to
 from medattn_networks.attention.registry import register_attention
 
 __all__ = ["SliceAttention", "ProgressiveAttention", "SliceChannelAttention", "ChannelSliceAttention"]
@@ -20,10 +20,6 @@ __all__ = ["SliceAttention", "ProgressiveAttention", "SliceChannelAttention", "C
 def slice_descriptor(x: torch.Tensor) -> torch.Tensor:
     """Mean of every slice: [B, C, D, *rest] → [B, C, D]."""
     return x.flatten(3).mean(-1) if x.dim() > 3 else x
-
-
-def _expand_to(weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return weights.view(*weights.shape, *([1] * (x.dim() - weights.dim())))
 
 
 @register_attention("sa")
@@ -64,14 +60,14 @@ class SliceAttention(nn.Module):
         if x.shape[2] != self.depth:
             raise ValueError(
                 f"slice attention was built for {self.depth} slices on the first spatial axis but got {x.shape[2]} "
-                f"(input shape {tuple(x.shape)}); pad or crop inputs to the network's fixed size"
+                "; pad or crop inputs to the network's fixed size"
             )
         z = slice_descriptor(x)  # [B, C, D]
         hidden = torch.relu(torch.einsum("bcd,cdh->bch", z, self.weight1) + self.bias1)
         return torch.sigmoid(torch.einsum("bch,chd->bcd", hidden, self.weight2) + self.bias2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * _expand_to(self.slice_weights(x), x)
+        return x * expand_to(self.slice_weights(x), x)
 
 
 @register_attention("pam")
@@ -117,7 +113,7 @@ class ProgressiveAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.slice_attention.slice_weights(x)
-        x_sa = x * _expand_to(s, x)
+        x_sa = x * expand_to(s, x)
         mask = self.key_slices(s)
         # the arg-max slice always reaches 1/D, so every channel keeps at least one slice
         logits = torch.zeros_like(s[..., 0])
@@ -127,7 +123,7 @@ class ProgressiveAttention(nn.Module):
         if self.pooling in ("max", "avgmax"):
             slice_max = x_sa.flatten(3).amax(-1) if x.dim() > 3 else x_sa
             logits = logits + self.channel_fc(slice_max.masked_fill(~mask, float("-inf")).amax(-1))
-        return x_sa * _expand_to(torch.sigmoid(logits), x)
+        return x_sa * expand_to(torch.sigmoid(logits), x)
 
 
 @register_attention("sca")

@@ -58,7 +58,8 @@ def check_nifti(path: str | os.PathLike, num_channels: int | None = None, spatia
         return f"expected a {spatial_dims}D image with channels on axis {spatial_dims + 1}, found shape {shape}"
     if num_channels is not None and channels != num_channels:
         return f"expected {num_channels} channel(s), found {channels} (shape {shape})"
-    expected = int(header.get_data_offset()) + int(np.prod(shape)) * header.get_data_dtype().itemsize
+    offset = int(getattr(image.dataobj, "offset", header.get_data_offset()))  # where the voxels really start
+    expected = offset + int(np.prod(shape)) * header.get_data_dtype().itemsize
     try:
         available = _decompressed_size(path) if path.name.lower().endswith(".gz") else path.stat().st_size
     except (OSError, EOFError, zlib.error) as e:

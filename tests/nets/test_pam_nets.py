@@ -169,9 +169,7 @@ def test_wrong_number_of_levels_raises(net):
 
 
 # ---------------------------------------------------------------------------------------------- TorchScript
-# Scripting status of medattn_networks as of this test (torch 2.13): only these compile. The rest fail at
-# compile time; see test_torchscript_unsupported below for the reasons.
-SCRIPTABLE = {("UNet3D", "none"), ("UNet3D", "ag"), ("VNet", "none"), ("VNet", "ag")}
+# every network scripts; the scripted module must give the eager output
 ALL_NETS = [(net, a) for net in ("UNet3D", "VNet") for a in ATTENTIONS]
 
 
@@ -191,7 +189,7 @@ def test_vnet_ag_applies_every_gate():
     assert calls == [torch.Size([s // 2**k for s in VNET_SHAPE]) for k in (3, 2, 1, 0)]
 
 
-@pytest.mark.parametrize("net, attention", sorted(SCRIPTABLE))
+@pytest.mark.parametrize("net, attention", ALL_NETS)
 def test_torchscript_matches_eager(net, attention):
     torch.manual_seed(0)
     model, x = _tiny(net, attention)
@@ -199,16 +197,3 @@ def test_torchscript_matches_eager(net, attention):
     scripted = torch.jit.script(model)
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), model(x), rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("net, attention", [c for c in ALL_NETS if c not in SCRIPTABLE])
-def test_torchscript_unsupported(net, attention):
-    """Documents the current failures (not an xfail): if one of these starts to compile, move it to SCRIPTABLE.
-
-    - cse / sca / csa / pam: ``weights.view(*weights.shape, *[1] * k)`` in ChannelSE.forward and slice._expand_to
-      (TorchScript cannot unpack a list of statically unknown length);
-    - pe: ProjectExcite.forward uses a generator with an ``if`` inside ``tuple(...)`` and ``sum()`` over a list.
-    """
-    model, _ = _tiny(net, attention)
-    with pytest.raises((RuntimeError, torch.jit.frontend.NotSupportedError)):
-        torch.jit.script(model)

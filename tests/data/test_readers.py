@@ -1,0 +1,127 @@
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from medattn_networks.data import (
+    BRATS_MODALITIES,
+    BratsRegionsd,
+    BratsRegionsToLabelsd,
+    CheckChannelsd,
+    brats_datalist,
+    brats_inference_datalist,
+    brats_name_formatter,
+    make_brats_cases,
+    make_msd_task,
+    msd_datalist,
+    split_cases,
+)
+
+
+def test_split_is_last_cases_by_name():
+    train, val = split_cases(["c", "a", "d", "b", "e"], 2)
+    assert train == ["a", "b", "c"] and val == ["d", "e"]
+    with pytest.raises(ValueError, match="num_val"):
+        split_cases(["a", "b"], 2)
+
+
+def test_msd_datalist_pairs_and_split(tmp_path):
+    make_msd_task(tmp_path, num_cases=5)
+    (tmp_path / "imagesTr" / "._case_000.nii.gz").write_bytes(b"resource fork")  # ignored like any hidden file
+    everything = msd_datalist(tmp_path, "all")
+    assert [p["image"].rsplit("/", 1)[1] for p in everything] == [f"case_{i:03d}.nii.gz" for i in range(5)]
+    assert all(p["label"].replace("labelsTr", "imagesTr") == p["image"] for p in everything)
+    val = msd_datalist(tmp_path, "validation", num_val=2)
+    train = msd_datalist(tmp_path, "training", num_val=2)
+    assert [v["image"] for v in val] == [e["image"] for e in everything[3:]]
+    assert len(train) == 3 and not {t["image"] for t in train} & {v["image"] for v in val}
+
+
+def test_msd_datalist_uses_dataset_json(tmp_path):
+    make_msd_task(tmp_path, num_cases=3)
+    manifest = {"training": [{"image": "./imagesTr/case_001.nii.gz", "label": "./labelsTr/case_001.nii.gz"}]}
+    (tmp_path / "dataset.json").write_text(json.dumps(manifest))
+    items = msd_datalist(tmp_path, "all")
+    assert len(items) == 1 and items[0]["image"].endswith("case_001.nii.gz")
+
+
+def test_msd_datalist_errors_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="MSD dataset folder not found: .*nowhere"):
+        msd_datalist(tmp_path / "nowhere")
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labelsTr").mkdir()
+    with pytest.raises(FileNotFoundError, match="no NIfTI images"):
+        msd_datalist(tmp_path)
+    make_msd_task(tmp_path, num_cases=2)
+    (tmp_path / "labelsTr" / "case_001.nii.gz").unlink()
+    with pytest.raises(FileNotFoundError, match="have no label.*case_001"):
+        msd_datalist(tmp_path, "all")
+
+
+@pytest.mark.parametrize("grades", [("HGG", "LGG"), ("",)])
+def test_brats_datalist_nested_and_flat(tmp_path, grades):
+    make_brats_cases(tmp_path, num_cases=4, shape=(8, 8, 6), grades=grades)
+    items = brats_datalist(tmp_path, "all")
+    assert [i["case"] for i in items] == [f"Brats18_SYN_{k:03d}_1" for k in range(4)]
+    for item in items:
+        assert [f.rsplit("_", 1)[1] for f in item["image"]] == [f"{m}.nii.gz" for m in BRATS_MODALITIES]
+        assert item["label"].endswith(f"{item['case']}_seg.nii.gz")
+    assert [i["case"] for i in brats_datalist(tmp_path, "validation", num_val=1)] == ["Brats18_SYN_003_1"]
+
+
+def test_brats_missing_modality_is_named(tmp_path):
+    make_brats_cases(tmp_path, num_cases=2, shape=(8, 8, 6))
+    (tmp_path / "HGG" / "Brats18_SYN_000_1" / "Brats18_SYN_000_1_t1ce.nii.gz").unlink()
+    with pytest.raises(FileNotFoundError, match="Brats18_SYN_000_1_t1ce.nii.gz"):
+        brats_datalist(tmp_path, "all")
+    with pytest.raises(FileNotFoundError, match="no BraTS case folders"):
+        brats_datalist(tmp_path / "LGG" / "Brats18_SYN_001_1")
+
+
+def test_brats_inference_datalist_mixes_cases_and_4d_files(tmp_path):
+    make_brats_cases(tmp_path, num_cases=2, shape=(8, 8, 6), grades=("",), with_label=False)
+    image = np.zeros((8, 8, 6, 4), np.float32)
+    nib.save(nib.Nifti1Image(image, np.eye(4)), str(tmp_path / "multi.nii.gz"))
+    nib.save(nib.Nifti1Image(image[..., :2], np.eye(4)), str(tmp_path / "two_channels.nii.gz"))
+    (tmp_path / "Brats18_SYN_001_1" / "Brats18_SYN_001_1_flair.nii.gz").write_bytes(b"\x1f\x8b broken")
+    items = brats_inference_datalist(tmp_path, report_dir=tmp_path / "out")
+    assert [i["case"] for i in items] == ["Brats18_SYN_000_1", "multi.nii.gz"]
+    report = (tmp_path / "out" / "skipped_inputs.csv").read_text()
+    assert "two_channels.nii.gz" in report and "expected 4 channel(s), found 2" in report
+    assert "Brats18_SYN_001_1_flair.nii.gz" in report
+
+
+def test_brats_name_formatter_strips_modality_of_case_folders():
+    meta = {"filename_or_obj": "/d/Brats18_X_1/Brats18_X_1_t1.nii.gz"}
+    assert brats_name_formatter(meta, None)["subject"] == "Brats18_X_1"
+    assert brats_name_formatter({"filename_or_obj": "/d/scan_t1.nii.gz"}, None)["subject"] == "scan_t1"
+
+
+def test_brats_regions_round_trip():
+    label = torch.tensor([0, 1, 2, 4, 2, 0], dtype=torch.float32).view(1, 6, 1, 1)
+    regions = BratsRegionsd("label")({"label": label})["label"]
+    assert regions.shape == (4, 6, 1, 1)
+    expected = torch.tensor(
+        [[1, 0, 0, 0, 0, 1], [0, 1, 1, 1, 1, 0], [0, 1, 0, 1, 0, 0], [0, 0, 0, 1, 0, 0]], dtype=torch.float32
+    )
+    assert torch.equal(regions[..., 0, 0], expected)
+    back = BratsRegionsToLabelsd("label")({"label": MetaTensor(regions)})["label"]
+    assert back.dtype == torch.uint8 and torch.equal(back.flatten(), label.flatten().to(torch.uint8))
+
+
+def test_regions_to_labels_enforces_nesting():
+    regions = torch.zeros(4, 3, 1, 1)
+    regions[3, 0] = 1  # enhancing without core: dropped
+    regions[2, 1] = 1  # core without whole tumour: dropped
+    regions[1:, 2] = 1
+    assert BratsRegionsToLabelsd("p")({"p": regions})["p"].flatten().tolist() == [0, 0, 4]
+
+
+def test_check_channels_names_the_file():
+    image = MetaTensor(torch.zeros(2, 4, 4, 4), meta={"filename_or_obj": "/data/scan.nii.gz"})
+    with pytest.raises(ValueError, match=r"/data/scan.nii.gz: expected a 3D image with 1 channel\(s\).*2 channel"):
+        CheckChannelsd("image", num_channels=1)({"image": image})
+    assert CheckChannelsd("image", num_channels=2)({"image": image})["image"] is image
