@@ -16,10 +16,11 @@ from typing import Callable
 
 import nibabel as nib
 import numpy as np
+import torch
 
 from medattn_networks.data.files import is_nifti, require_dir
 
-__all__ = ["check_nifti", "inference_datalist", "require_checkpoint", "SKIPPED_REPORT"]
+__all__ = ["check_nifti", "inference_datalist", "require_checkpoint", "with_weights", "SKIPPED_REPORT"]
 
 logger = logging.getLogger("medattn.inputs")
 
@@ -128,6 +129,22 @@ def require_checkpoint(path: str | os.PathLike) -> str:
     if not Path(path).is_file():
         raise FileNotFoundError(
             f"no weights at '{path}': train the bundle first (run training), point --ckpt_path at a state dict, "
-            "or pass --load_pretrain false to run with random weights"
+            "or pass --load_pretrain False to run with random weights"
         )
     return str(path)
+
+
+def with_weights(network: torch.nn.Module, path: str | os.PathLike | None, device: str | torch.device = "cpu"):
+    """``network`` with the state dict at ``path`` loaded (strict), or unchanged when ``path`` is None.
+
+    Used by train.json's ``load_pretrain`` to fine-tune from a checkpoint; the weights are mapped to ``device``.
+    """
+    if path is None:
+        return network
+    state = torch.load(require_checkpoint(path), map_location=device, weights_only=True)
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as e:
+        raise RuntimeError(f"weights in '{path}' do not fit the configured network: {e}") from None
+    logger.info("loaded weights from %s", path)
+    return network

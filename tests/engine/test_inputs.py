@@ -68,7 +68,7 @@ def test_inference_datalist_folder_errors(tmp_path):
 
 
 def test_require_checkpoint(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no weights at .*model.pt.*load_pretrain false"):
+    with pytest.raises(FileNotFoundError, match="no weights at .*model.pt.*load_pretrain False"):
         require_checkpoint(tmp_path / "model.pt")
     (tmp_path / "model.pt").write_bytes(b"x")
     assert require_checkpoint(tmp_path / "model.pt").endswith("model.pt")
