@@ -3,6 +3,7 @@
 from medattn_networks.attention.registry import create_attention, get_attention_class, list_attention, register_attention
 from medattn_networks.attention.channel import ChannelSE
 from medattn_networks.attention.gates import AttentionGate, ProjectExcite
+from medattn_networks.attention import self_attention  # noqa: F401  (registers the self-attention family)
 from medattn_networks.attention.slice import (
     ChannelSliceAttention,
     ProgressiveAttention,

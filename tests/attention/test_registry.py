@@ -14,6 +14,10 @@ SLICE_NAMES = ("sa", "pam", "sca", "csa")
 
 
 def _kwargs(name: str) -> dict:
+    if name == "dsm":
+        # DSM's SK fusion normalises one value per channel with BatchNorm (as the paper), which cannot train at
+        # batch 1; its LayerNorm option has the same parameters
+        return {"sk_norm": "layer"}
     return {"depth": SIZE} if name in SLICE_NAMES else {}
 
 
@@ -21,6 +25,8 @@ def test_registry_lists_the_paper_modules():
     names = list_attention()
     assert names == sorted(names)
     assert {"none", "cse", "pe", "ag", "sa", "sca", "csa", "pam"} <= set(names)
+    assert {"se", "se_mmseg", "eca", "cbam", "fca", "enc", "splat", "gc", "stn"} <= set(names)
+    assert {"psa_p", "psa_s", "danet", "danet_position", "danet_channel", "cca", "ea", "ham", "dsm"} <= set(names)
 
 
 @pytest.mark.parametrize("batch", [1, 3])
