@@ -144,7 +144,9 @@ class _Classifier(nn.Module):
     def __init__(self, dims: int) -> None:
         super().__init__()
         conv = nn.Conv2d if dims == 2 else nn.Conv3d
-        self.features = nn.Sequential(conv(1, 6, 3, padding=1), nn.ReLU(inplace=True), conv(6, 5, 3, stride=2, padding=1))
+        self.features = nn.Sequential(
+            conv(1, 6, 3, padding=1), nn.ReLU(inplace=True), conv(6, 5, 3, stride=2, padding=1)
+        )
         self.act = nn.ReLU(inplace=True)  # in-place right after the target layer
         self.fc = nn.Linear(5, 4)
 
