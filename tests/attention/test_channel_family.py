@@ -32,6 +32,7 @@ from medattn_networks.attention.channel import (
     make_divisible,
 )
 from medattn_networks.attention.registry import create_attention, get_attention_class
+from attention_testing import count_params as _count, float64_input as _input, randomise as _randomise, sigmoid as _sigmoid
 
 NAMES = ("se", "se_mmseg", "eca", "fca", "enc", "splat", "gc")
 CHANNELS, SIZE = 16, 8
@@ -71,30 +72,12 @@ def _formula_params(name: str, c: int, spatial_dims: int = 2) -> int:
     raise KeyError(name)
 
 
-def _count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
-def _randomise(module: nn.Module, seed: int = 0, scale: float = 0.5) -> nn.Module:
-    """Random parameters and BN running statistics, so that no gate sits at its initial value."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * scale)
-        for name, b in module.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_(torch.randn(b.shape, generator=g, dtype=b.dtype) * 0.3)
-            elif name.endswith("running_var"):
-                b.copy_(torch.rand(b.shape, generator=g, dtype=b.dtype) + 0.5)
-    return module
 
 
-def _input(*shape: int, seed: int = 1) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
-def _sigmoid(z: torch.Tensor) -> torch.Tensor:
-    return 1.0 / (1.0 + torch.exp(-z))
 
 
 def _bn_eval(v: torch.Tensor, bn: nn.Module, axis: int = 1) -> torch.Tensor:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from medattn_networks.attention.gates import CBAM, SpatialTransformer
 from medattn_networks.attention.registry import create_attention, get_attention_class
+from attention_testing import count_params as _count, float64_input as _input, randomise as _randomise, sigmoid as _sigmoid
 
 NAMES = ("cbam", "stn")
 CHANNELS, SIZE = 16, 8
@@ -23,29 +24,12 @@ TOL = dict(rtol=1e-10, atol=1e-11)
 CBAM_REFERENCE_PARAMS = {64: 680, 256: 8564, 512: 33412}  # DPC-Net's CBAM, r = 16, 7×7 spatial conv + BN(1)
 
 
-def _count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
-def _randomise(module: nn.Module, seed: int = 0, scale: float = 0.5) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * scale)
-        for name, b in module.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_(torch.randn(b.shape, generator=g, dtype=b.dtype) * 0.3)
-            elif name.endswith("running_var"):
-                b.copy_(torch.rand(b.shape, generator=g, dtype=b.dtype) + 0.5)
-    return module
 
 
-def _input(*shape: int, seed: int = 1) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
-def _sigmoid(z: torch.Tensor) -> torch.Tensor:
-    return 1.0 / (1.0 + torch.exp(-z))
 
 
 # ----------------------------------------------------------------------------------------------- registry
