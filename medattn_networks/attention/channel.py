@@ -254,7 +254,9 @@ class MultiSpectralChannelAttention(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = (self.pool(x) * self.dct_filters).flatten(2).sum(-1)  # [B, C] spectral descriptors
+        # FcaNet pools only when the map is not already at the DCT size (and FLOP counts follow that)
+        pooled = x if x.shape[2:] == self.dct_filters.shape[1:] else self.pool(x)
+        y = (pooled * self.dct_filters).flatten(2).sum(-1)  # [B, C] spectral descriptors
         return x * expand_to(torch.sigmoid(self.fc(y)), x)
 
 

@@ -57,3 +57,7 @@ __all__ += [
     "resize_slices",
     "slicewise_inference",
 ]
+
+from medattn_networks.engine.flops import FlopCounter, count_flops, count_params, format_count  # noqa: E402
+
+__all__ += ["FlopCounter", "count_flops", "count_params", "format_count"]

@@ -1,4 +1,49 @@
+from medattn_networks.nets.fcn import (
+    SEGMENTATION_HEADS,
+    CCHead,
+    DAHead,
+    DSNetHead,
+    EAHead,
+    FCNHead,
+    GCHead,
+    HamHead,
+    SegmentationNet,
+    build_head,
+    fcn_resnet50,
+)
+from medattn_networks.nets.resnet import (
+    FCANET_DCT_SIZES,
+    RESNET_DEPTHS,
+    ResNet,
+    ResNetClassifier,
+    convert_mmseg_state_dict,
+    load_pretrained,
+    resnet50_classifier,
+)
 from medattn_networks.nets.unet3d import UNET_ATTENTIONS, UNet3D
 from medattn_networks.nets.vnet import VNET_ATTENTIONS, VNet
 
-__all__ = ["UNet3D", "VNet", "UNET_ATTENTIONS", "VNET_ATTENTIONS"]
+__all__ = [
+    "UNet3D",
+    "VNet",
+    "UNET_ATTENTIONS",
+    "VNET_ATTENTIONS",
+    "ResNet",
+    "ResNetClassifier",
+    "RESNET_DEPTHS",
+    "FCANET_DCT_SIZES",
+    "resnet50_classifier",
+    "load_pretrained",
+    "convert_mmseg_state_dict",
+    "FCNHead",
+    "DSNetHead",
+    "DAHead",
+    "CCHead",
+    "GCHead",
+    "HamHead",
+    "EAHead",
+    "SegmentationNet",
+    "SEGMENTATION_HEADS",
+    "build_head",
+    "fcn_resnet50",
+]
