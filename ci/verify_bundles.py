@@ -20,14 +20,17 @@ Checks per bundle:
                    the two configs build the same parameters (a training checkpoint loads for inference)
     e. workflows   on generated data in the dataset's published layout: train (ConfigWorkflow, check_properties),
                    evaluate (train.json + evaluate.json → metrics.csv with val_mean_dice), infer (one uint8 NIfTI per
-                   input, with the input's shape and affine)
+                   input, with the input's shape and affine); then train + evaluate once more per layout variant
+                   (e.g. the Synapse bundle on raw BTCV NIfTI: ``train[btcv]``, ``evaluate[btcv]``)
     f. torchscript ckpt_export of the trained checkpoint, torch.jit.load, compare with eager (atol 1e-4); a network
                    that does not script is reported as ``not scriptable: <reason>`` and must be documented in the
                    bundle's docs/README.md under a "TorchScript" heading
     g. dist        (``--dist``) torchrun training with 2 CPU processes: exit 0 and a checkpoint without ``module.``
 
 Per-bundle small settings (data layout and shape, overrides) live in ci/bundle_test_settings.json: a new bundle only
-adds an entry there. Outputs always go to a temporary folder: nothing under bundles/ is written.
+adds an entry there. Layouts (see :data:`LAYOUTS`): msd, brats (3D NIfTI), synapse (TransUNet's train_npz /
+test_vol_h5 / lists), btcv (raw BTCV img/ label/ NIfTI), acdc (SSL4MIS h5 slices and volumes, train_slices.list /
+val.list). Outputs always go to a temporary folder: nothing under bundles/ is written.
 """
 
 from __future__ import annotations
@@ -58,6 +61,14 @@ SETTINGS_FILE = REPO_ROOT / "ci" / "bundle_test_settings.json"
 CONFIG_NAMES = ("metadata.json", "train.json", "evaluate.json", "inference.json", "multi_gpu_train.json")
 REQUIRED_FILES = ("LICENSE", "docs/README.md", *(f"configs/{n}" for n in CONFIG_NAMES), "configs/logging.conf")
 TORCHSCRIPT_ATOL = 1e-4
+# data layouts the verifier can generate: name -> what it writes
+LAYOUTS = {
+    "msd": "imagesTr/ labelsTr/ NIfTI (make_msd_task)",
+    "brats": "<case>/<case>_{t1,t2,t1ce,flair,seg}.nii.gz (make_brats_cases)",
+    "synapse": "TransUNet: train_npz/caseNNNN_sliceNNN.npz, test_vol_h5/caseNNNN.npy.h5, lists/lists_Synapse (make_synapse_transunet)",
+    "btcv": "raw BTCV: img/imgNNNN.nii.gz (HU), label/labelNNNN.nii.gz (13 organ ids) (make_btcv_cases)",
+    "acdc": "SSL4MIS h5: data/<case>_slice_<k>.h5, data/<case>.h5, train_slices.list, val.list (make_acdc_h5)",
+}
 
 __all__ = [
     "BundleCheckError",
@@ -66,6 +77,8 @@ __all__ = [
     "list_bundles",
     "bundle_path",
     "load_settings",
+    "variant_settings",
+    "LAYOUTS",
     "check_required_files",
     "check_metadata",
     "check_logging_conf",
@@ -162,9 +175,27 @@ def load_settings(bundle: str, settings_file: Path = SETTINGS_FILE) -> dict:
     for key in ("layout", "data_shape"):
         if key not in entry:
             _fail(bundle, "settings", f"{settings_file} entry lacks '{key}'")
-    if entry["layout"] not in ("msd", "brats"):
-        _fail(bundle, "settings", f"layout must be 'msd' or 'brats', got '{entry['layout']}'")
+    layouts = [entry["layout"], *(v.get("layout", entry["layout"]) for v in entry.get("variants", {}).values())]
+    for layout in layouts:
+        if layout not in LAYOUTS:
+            _fail(bundle, "settings", f"layout must be one of {', '.join(LAYOUTS)}, got '{layout}'")
     return entry
+
+
+def variant_settings(settings: dict, variant: str) -> dict:
+    """The settings of one entry of ``settings["variants"]``: its layout / data_shape / num_cases replace the
+    bundle's, its overrides, train_overrides and infer_overrides are merged over the bundle's."""
+    variants = settings.get("variants", {})
+    if variant not in variants:
+        raise KeyError(f"no variant '{variant}' (known: {', '.join(variants) or 'none'})")
+    spec = variants[variant]
+    merged = {k: v for k, v in settings.items() if k != "variants"}
+    for key, value in spec.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
 
 
 def _version_tuple(version: str) -> tuple:
@@ -373,14 +404,54 @@ def check_net_in_out(bundle_dir: Path, settings: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------ e. data + workflows
+def _split_counts(settings: dict) -> tuple[int, int]:
+    """(training, validation) case counts of the 2D-slice layouts: ``num_val`` of train_overrides validates."""
+    total = int(settings["num_cases"])
+    num_val = settings.get("train_overrides", {}).get("num_val") or max(1, total // 2)
+    if not 0 < num_val < total:
+        raise ValueError(f"num_cases {total} must exceed num_val {num_val}")
+    return total - num_val, num_val
+
+
+def _acdc_cases(count: int, first_patient: int) -> list[str]:
+    """patientNNN_frame01 / _frame02 pairs, as the shared ACDC copy names them."""
+    return [f"patient{first_patient + i // 2:03d}_frame{1 + i % 2:02d}" for i in range(count)]
+
+
 def make_training_data(settings: dict, root: Path) -> Path:
-    """Labelled cases in the dataset's published layout (MSD or BraTS) under ``root``."""
-    from medattn_networks.data import make_brats_cases, make_msd_task
+    """Labelled cases in the dataset's published layout (see :data:`LAYOUTS`) under ``root``.
+
+    For synapse / btcv the training cases are the first of TransUNet's 18 (case0005, case0006, ...) and the
+    validation cases the first of its 12 test cases (case0008, case0022, ...); ``data_shape`` is (x, y, z) of the
+    CT volumes. For acdc the cases are patient001_frame01, _frame02, patient002_frame01, ... (validation after
+    training) and ``data_shape`` is (slices, H, W) of the h5 volumes.
+    """
+    from medattn_networks.data import (
+        SYNAPSE_TEST_CASES,
+        SYNAPSE_TRAIN_CASES,
+        make_acdc_h5,
+        make_brats_cases,
+        make_btcv_cases,
+        make_msd_task,
+        make_synapse_transunet,
+    )
 
     root = Path(root)
-    if settings["layout"] == "msd":
-        return make_msd_task(root, settings["num_cases"], shape=tuple(settings["data_shape"]))
-    return make_brats_cases(root, settings["num_cases"], shape=tuple(settings["data_shape"]))
+    layout, shape = settings["layout"], tuple(settings["data_shape"])
+    if layout == "msd":
+        return make_msd_task(root, settings["num_cases"], shape=shape)
+    if layout == "brats":
+        return make_brats_cases(root, settings["num_cases"], shape=shape)
+    num_train, num_val = _split_counts(settings)
+    if layout in ("synapse", "btcv"):
+        train, test = SYNAPSE_TRAIN_CASES[:num_train], SYNAPSE_TEST_CASES[:num_val]
+        if layout == "synapse":
+            return make_synapse_transunet(root, train, test, shape=shape)
+        return make_btcv_cases(root, (*train, *test), shape=shape)
+    if layout == "acdc":
+        cases = _acdc_cases(num_train + num_val, 1)
+        return make_acdc_h5(root, cases[:num_train], cases[num_train:], shape=shape)
+    raise ValueError(f"unknown layout '{layout}'")
 
 
 @dataclass
@@ -391,12 +462,24 @@ class InferenceInput:
 
 
 def make_inference_inputs(settings: dict, root: Path, in_channels: int) -> list[InferenceInput]:
-    """Unlabelled inputs for the inference config: NIfTI files (MSD) or case folders plus one 4D file (BraTS)."""
-    from medattn_networks.data import make_brats_cases, make_nifti_folder
+    """Unlabelled inputs for the inference config: NIfTI files (MSD), case folders plus one 4D file (BraTS), or
+    single-channel NIfTI volumes for the 2D-slice bundles (synapse / btcv: CT in HU, not RAS; acdc: cine MR,
+    oblique and not RAS) — their networks' 3 input channels are the grey slice repeated, so ``in_channels`` is
+    not the files' channel count there."""
+    from medattn_networks.data import make_brats_cases, make_btcv_cases, make_mr_nifti_folder, make_nifti_folder
 
     root = Path(root)
     shape = tuple(settings["data_shape"])
     count = settings["num_infer_inputs"]
+    if settings["layout"] in ("synapse", "btcv"):
+        make_btcv_cases(root / "_ct", [f"case{9000 + i:04d}" for i in range(count)], shape=shape, seed=11, with_label=False)
+        for path in sorted((root / "_ct" / "img").glob("*.nii.gz")):
+            shutil.move(str(path), root / path.name)
+        shutil.rmtree(root / "_ct")
+        return [InferenceInput(p, p, p.name[: -len(".nii.gz")]) for p in sorted(root.glob("*.nii.gz"))]
+    if settings["layout"] == "acdc":
+        make_mr_nifti_folder(root, count, shape=(shape[2], shape[1], shape[0]), seed=11)
+        return [InferenceInput(p, p, p.name[: -len(".nii.gz")]) for p in sorted(root.glob("*.nii.gz"))]
     if settings["layout"] == "msd":
         make_nifti_folder(root, count, shape=shape, channels=in_channels, seed=11)
         return [InferenceInput(p, p, p.name[: -len(".nii.gz")]) for p in sorted(root.glob("*.nii.gz"))]
@@ -835,6 +918,24 @@ def verify_bundle(
             step("evaluate", evaluate)
             step("infer", infer)
             step("torchscript", torchscript)
+
+        for variant in settings.get("variants", {}):
+            variant_dir = work_dir / f"variant_{variant}"
+            variant_state: dict[str, Any] = {}
+
+            def train_variant(variant: str = variant, variant_dir: Path = variant_dir, vs: dict = variant_state) -> str:
+                chosen = variant_settings(settings, variant)
+                vs["settings"], vs["data"] = chosen, make_training_data(chosen, variant_dir / "data")
+                vs["ckpt"] = variant_dir / "ckpt" / "model.pt"
+                run_training(bundle_dir, chosen, vs["data"], variant_dir / "ckpt", variant_dir / "train_out")
+                return f"layout {chosen['layout']}, checkpoint {vs['ckpt']}"
+
+            def evaluate_variant(variant_dir: Path = variant_dir, vs: dict = variant_state) -> str:
+                metrics = run_evaluation(bundle_dir, vs["settings"], vs["data"], vs["ckpt"], variant_dir / "eval")
+                return f"val_mean_dice {metrics['val_mean_dice']:.4f}"
+
+            if step(f"train[{variant}]", train_variant):
+                step(f"evaluate[{variant}]", evaluate_variant)
     finally:
         if own_tmp:
             shutil.rmtree(work_dir, ignore_errors=True)

@@ -10,7 +10,15 @@ from medattn_networks.data.brats import (
 )
 from medattn_networks.data.files import is_nifti, nifti_stem, require_dir
 from medattn_networks.data.msd import msd_datalist, split_cases
-from medattn_networks.data.synthetic import make_brats_cases, make_msd_task, make_nifti_folder
+from medattn_networks.data.synthetic import (
+    make_acdc_h5,
+    make_brats_cases,
+    make_btcv_cases,
+    make_mr_nifti_folder,
+    make_msd_task,
+    make_nifti_folder,
+    make_synapse_transunet,
+)
 from medattn_networks.data.transforms import CheckChannelsd, source_name
 
 __all__ = [
@@ -22,7 +30,7 @@ __all__ = [
     "brats_inference_datalist",
     "brats_name_formatter",
     "find_brats_cases",
-"is_nifti", "nifti_stem", "require_dir", "msd_datalist", "split_cases", "make_brats_cases", "make_msd_task", "make_nifti_folder", "CheckChannelsd", "source_name"]
+"is_nifti", "nifti_stem", "require_dir", "msd_datalist", "split_cases", "make_brats_cases", "make_msd_task", "make_nifti_folder", "make_btcv_cases", "make_synapse_transunet", "make_acdc_h5", "make_mr_nifti_folder", "CheckChannelsd", "source_name"]
 
 from medattn_networks.data.synapse import (  # noqa: E402
     BTCV_LABELS,
@@ -36,12 +44,15 @@ from medattn_networks.data.synapse import (  # noqa: E402
     RandomRotFlipd,
     RemapLabelsd,
     ZScoreShiftd,
+    SYNAPSE_LAYOUTS,
     btcv_case_files,
     btcv_datalist,
+    btcv_training_slices,
     convert_btcv_to_transunet,
     remap_labels,
     slice_train_transforms,
     synapse_datalist,
+    synapse_layout_datalist,
     synapse_nifti_transforms,
     write_transunet_case,
     zscore_shift,
@@ -60,12 +71,15 @@ __all__ += [
     "RandomRotFlipd",
     "RemapLabelsd",
     "ZScoreShiftd",
+    "SYNAPSE_LAYOUTS",
     "btcv_case_files",
     "btcv_datalist",
+    "btcv_training_slices",
     "convert_btcv_to_transunet",
     "remap_labels",
     "slice_train_transforms",
     "synapse_datalist",
+    "synapse_layout_datalist",
     "synapse_nifti_transforms",
     "write_transunet_case",
     "zscore_shift",

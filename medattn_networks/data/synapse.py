@@ -24,6 +24,7 @@ The slice transforms here (:class:`LoadNpzH5d`, :class:`ZScoreShiftd`, :class:`R
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -64,6 +65,9 @@ __all__ = [
     "synapse_datalist",
     "btcv_datalist",
     "btcv_case_files",
+    "btcv_training_slices",
+    "synapse_layout_datalist",
+    "SYNAPSE_LAYOUTS",
     "convert_btcv_to_transunet",
     "write_transunet_case",
     "synapse_nifti_transforms",
@@ -353,6 +357,110 @@ def convert_btcv_to_transunet(
     (lists / "train.txt").write_text("".join(f"{s}\n" for s in slices))
     (lists / "test_vol.txt").write_text("".join(f"{c}\n" for c in test_cases))
     return dst
+
+
+def _file_stamp(path: Path) -> dict:
+    stat = path.stat()
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def btcv_training_slices(
+    data_dir: str | os.PathLike,
+    cache_dir: str | os.PathLike,
+    cases: Sequence[str] | None = None,
+    mapping: Mapping[int, int] = BTCV_TO_SYNAPSE,
+    hu_range: Sequence[float] = SYNAPSE_HU_RANGE,
+) -> list[dict]:
+    """2D training items from raw BTCV volumes, written once to ``cache_dir/train_npz`` in TransUNet's form.
+
+    Each training case is converted with :func:`write_transunet_case` (HU clip and scale, 13 → 8 labels, slices
+    first) the first time it is needed; ``cache_dir/btcv_slices.json`` records the source files (path, size,
+    modification time), the HU range and the mapping, so a later run reuses the slices and a changed source is
+    converted again. Items are those of :func:`synapse_datalist` (``{"image", "label", "case", "slice"}``).
+    One process should fill the cache (it is not locked against concurrent writers).
+
+    Args:
+        data_dir: raw BTCV folder (``img/``, ``label/``; see :func:`btcv_case_files`).
+        cache_dir: where the slices go.
+        cases: training cases (``caseNNNN``); default TransUNet's 18.
+        mapping, hu_range: as :func:`write_transunet_case`.
+    """
+    names = list(cases) if cases is not None else list(SYNAPSE_TRAIN_CASES)
+    volumes = btcv_datalist(data_dir, cases=names)
+    cache = Path(cache_dir)
+    folder = cache / "train_npz"
+    manifest_path = cache / "btcv_slices.json"
+    manifest: dict = {}
+    if manifest_path.is_file():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except ValueError:
+            manifest = {}
+    settings = {"hu_range": [float(v) for v in hu_range], "mapping": {str(k): int(v) for k, v in mapping.items()}}
+    items: list[dict] = []
+    for volume in volumes:
+        case = volume["case"]
+        stamp = {
+            "image": _file_stamp(Path(volume["image"])),
+            "label": _file_stamp(Path(volume["label"])),
+            **settings,
+        }
+        entry = manifest.get(case)
+        paths = [folder / f"{case}_slice{k:03d}.npz" for k in range(entry["slices"])] if entry else []
+        if not entry or entry.get("stamp") != stamp or not all(p.is_file() for p in paths):
+            for stale in folder.glob(f"{case}_slice*.npz"):
+                stale.unlink()
+            logger.info("converting %s (%s) to 2D slices in %s", case, volume["image"], folder)
+            paths = write_transunet_case(volume["image"], volume["label"], cache, case, "train", mapping, hu_range)
+            manifest[case] = {"stamp": stamp, "slices": len(paths)}
+            cache.mkdir(parents=True, exist_ok=True)
+            tmp = manifest_path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(manifest, indent=1))
+            tmp.replace(manifest_path)
+        items += [_slice_item(p, p.name[: -len(".npz")]) for p in paths]
+    return items
+
+
+SYNAPSE_LAYOUTS = ("transunet", "btcv")
+
+
+def synapse_layout_datalist(
+    data_dir: str | os.PathLike,
+    split: str,
+    layout: str = "transunet",
+    list_dir: str | os.PathLike | None = None,
+    cases: Sequence[str] | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> list[dict]:
+    """Training slices or evaluation volumes of either published Synapse layout (the bundles' single entry).
+
+    Args:
+        data_dir: TransUNet's ``data/Synapse`` folder (``layout="transunet"``) or a raw BTCV folder (``"btcv"``).
+        split: ``"train"`` (2D slice items) or ``"test"`` (3D volume items: ``.npy.h5`` or NIfTI).
+        layout: ``"transunet"`` or ``"btcv"``.
+        list_dir: TransUNet list folder (see :func:`synapse_datalist`); ignored for BTCV.
+        cases: case names (``caseNNNN``) to keep; None: the layout's own split (the lists, or TransUNet's
+            18 / 12 BTCV cases).
+        cache_dir: BTCV only, training only: where :func:`btcv_training_slices` writes the slices.
+    """
+    if layout not in SYNAPSE_LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(SYNAPSE_LAYOUTS)}, got '{layout}'")
+    if split not in ("train", "test", "test_vol"):
+        raise ValueError(f"split must be 'train' or 'test', got '{split}'")
+    if layout == "btcv":
+        if split == "train":
+            if cache_dir is None:
+                raise ValueError("training on the raw BTCV layout needs cache_dir for its 2D slices")
+            return btcv_training_slices(data_dir, cache_dir, cases)
+        return btcv_datalist(data_dir, "test", cases)
+    items = synapse_datalist(data_dir, split, list_dir)
+    if cases is not None:
+        wanted = list(cases)
+        unknown = sorted(set(wanted) - {item["case"] for item in items})
+        if unknown:
+            raise FileNotFoundError(f"case(s) {', '.join(unknown)} are not in the '{split}' split of '{data_dir}'")
+        items = [item for item in items if item["case"] in set(wanted)]
+    return items
 
 
 # ----------------------------------------------------------------------------------------------- transforms

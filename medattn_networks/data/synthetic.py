@@ -14,7 +14,15 @@ import numpy as np
 
 from medattn_networks.data.brats import BRATS_MODALITIES
 
-__all__ = ["make_msd_task", "make_brats_cases", "make_nifti_folder"]
+__all__ = [
+    "make_msd_task",
+    "make_brats_cases",
+    "make_nifti_folder",
+    "make_btcv_cases",
+    "make_synapse_transunet",
+    "make_acdc_h5",
+    "make_mr_nifti_folder",
+]
 
 
 def _ellipsoid(shape: Sequence[int], centre: Sequence[float], radii: Sequence[float]) -> np.ndarray:
@@ -97,5 +105,195 @@ def make_nifti_folder(
         image = np.stack([_image_from_label(rng, label, c + 1.0) for c in range(channels)], -1)
         image = image[..., 0] if channels == 1 else image
         affine = np.diag([1.0 + 0.1 * i, 1.0, 1.5, 1.0])
+        nib.save(nib.Nifti1Image(image, affine), str(root / f"image_{i}.nii.gz"))
+    return root
+
+
+# ----------------------------------------------------------------------------------- Synapse / BTCV, ACDC
+# BTCV ids of the synthetic CT "organs" (liver, spleen, kidneys, stomach, aorta, IVC, gallbladder, pancreas), HU;
+# the IVC (id 9) is not a TransUNet class and becomes background, as in the real data
+_CT_ORGANS = (
+    # btcv id, HU, centre (fraction of x, y), radii (fraction of x, y)
+    (6, 60.0, (0.32, 0.45), (0.20, 0.22)),
+    (1, 45.0, (0.74, 0.62), (0.10, 0.12)),
+    (2, 150.0, (0.30, 0.78), (0.07, 0.09)),
+    (3, 140.0, (0.70, 0.80), (0.07, 0.09)),
+    (7, 20.0, (0.66, 0.34), (0.12, 0.10)),
+    (8, 200.0, (0.52, 0.62), (0.04, 0.04)),
+    (9, 110.0, (0.44, 0.64), (0.04, 0.04)),
+    (4, 10.0, (0.20, 0.62), (0.05, 0.05)),
+    (11, 80.0, (0.56, 0.48), (0.09, 0.04)),
+)
+
+
+def _ct_case(rng: np.random.Generator, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(HU image int16, BTCV label uint8) of an axial CT volume stored as (x, y, z): a body of fat and
+    muscle in air with elliptic-cylinder organs whose radii shrink towards the first and last slice."""
+    x_size, y_size, z_size = (int(s) for s in shape)
+    xs, ys = np.meshgrid(np.arange(x_size), np.arange(y_size), indexing="ij")
+    body = ((xs - x_size / 2) / (0.48 * x_size)) ** 2 + ((ys - y_size / 2) / (0.46 * y_size)) ** 2 <= 1.0
+    image = np.full(shape, -1000.0, np.float32)
+    label = np.zeros(shape, np.uint8)
+    shift = rng.uniform(-0.04, 0.04, 2)
+    for z in range(z_size):
+        taper = 1.0 - 0.3 * abs(z - (z_size - 1) / 2) / max(z_size / 2, 1)
+        plane_image = np.where(body, -90.0, -1000.0)
+        plane_label = np.zeros((x_size, y_size), np.uint8)
+        for btcv_id, hu, (cx, cy), (rx, ry) in _CT_ORGANS:
+            inside = ((xs - (cx + shift[0]) * x_size) / max(rx * taper * x_size, 1.0)) ** 2 + (
+                (ys - (cy + shift[1]) * y_size) / max(ry * taper * y_size, 1.0)
+            ) ** 2 <= 1.0
+            inside &= body
+            plane_image[inside] = hu
+            plane_label[inside] = btcv_id
+        image[..., z] = plane_image
+        label[..., z] = plane_label
+    image += rng.normal(0.0, 15.0, shape).astype(np.float32)
+    return np.clip(np.rint(image), -1024, 3071).astype(np.int16), label
+
+
+_CT_AFFINE = np.diag([-0.8, -0.8, 2.5, 1.0])  # BTCV-like: 0.6-0.9 mm in plane, 2.5-5 mm slices
+
+
+def make_btcv_cases(
+    root: str | os.PathLike,
+    cases: Sequence[str] = ("case0005", "case0006", "case0008", "case0022"),
+    shape: Sequence[int] = (40, 48, 4),
+    seed: int = 0,
+    with_label: bool = True,
+) -> Path:
+    """The raw BTCV layout: ``img/imgNNNN.nii.gz`` (int16 HU) and ``label/labelNNNN.nii.gz`` (BTCV ids 0-13).
+
+    ``cases`` are TransUNet names (``caseNNNN`` → ``imgNNNN``); ``shape`` is (x, y, z) as stored.
+    """
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    if with_label:
+        (root / "label").mkdir(parents=True, exist_ok=True)
+    for case in cases:
+        number = int(str(case)[4:])
+        image, label = _ct_case(rng, shape)
+        nib.save(nib.Nifti1Image(image, _CT_AFFINE), str(root / "img" / f"img{number:04d}.nii.gz"))
+        if with_label:
+            nib.save(nib.Nifti1Image(label, _CT_AFFINE), str(root / "label" / f"label{number:04d}.nii.gz"))
+    return root
+
+
+def make_synapse_transunet(
+    root: str | os.PathLike,
+    train_cases: Sequence[str] = ("case0005", "case0006"),
+    test_cases: Sequence[str] = ("case0008", "case0022"),
+    shape: Sequence[int] = (40, 48, 4),
+    seed: int = 0,
+) -> Path:
+    """TransUNet's preprocessed Synapse layout, written with :func:`~medattn_networks.data.write_transunet_case`
+    from synthetic BTCV volumes (so it is what ``convert_btcv_to_transunet`` makes of raw files)::
+
+        train_npz/<case>_sliceNNN.npz   test_vol_h5/<case>.npy.h5   lists/lists_Synapse/{train.txt,test_vol.txt}
+    """
+    from medattn_networks.data.synapse import write_transunet_case
+
+    root = Path(root)
+    raw = root / "_raw_btcv"
+    make_btcv_cases(raw, (*train_cases, *test_cases), shape, seed)
+    slices = []
+    for split, cases in (("train", train_cases), ("test", test_cases)):
+        for case in cases:
+            number = int(str(case)[4:])
+            written = write_transunet_case(
+                raw / "img" / f"img{number:04d}.nii.gz", raw / "label" / f"label{number:04d}.nii.gz", root, case, split
+            )
+            if split == "train":
+                slices += [p.name[: -len(".npz")] for p in written]
+    lists = root / "lists" / "lists_Synapse"
+    lists.mkdir(parents=True, exist_ok=True)
+    (lists / "train.txt").write_text("".join(f"{s}\n" for s in slices))
+    (lists / "test_vol.txt").write_text("".join(f"{c}\n" for c in test_cases))
+    for path in sorted(raw.rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    raw.rmdir()
+    return root
+
+
+def _heart_slice(rng: np.random.Generator, size: Sequence[int], scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """One short-axis cine-MR-like slice: LV blood pool (3) in a myocardium ring (2), RV (1) beside it."""
+    h, w = (int(s) for s in size)
+    ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    cy, cx = h * (0.5 + rng.uniform(-0.05, 0.05)), w * (0.55 + rng.uniform(-0.05, 0.05))
+    r = lambda y0, x0: np.hypot(ys - y0, xs - x0)  # noqa: E731
+    lv_r, myo_r = 0.13 * min(h, w) * scale, 0.21 * min(h, w) * scale
+    label = np.zeros((h, w), np.uint8)
+    rv = r(cy, cx - 1.6 * myo_r) <= 0.9 * myo_r
+    label[rv] = 1
+    label[r(cy, cx) <= myo_r] = 2
+    label[r(cy, cx) <= lv_r] = 3
+    intensity = np.choose(label, [0.15, 0.8, 0.35, 0.85]) + rng.normal(0.0, 0.05, (h, w))
+    return intensity.astype(np.float32), label
+
+
+def make_acdc_h5(
+    root: str | os.PathLike,
+    train_cases: Sequence[str] = ("patient001_frame01", "patient001_frame02"),
+    val_cases: Sequence[str] = ("patient002_frame01", "patient002_frame02"),
+    shape: Sequence[int] = (4, 48, 40),
+    seed: int = 0,
+    slices_subfolder: bool = False,
+) -> Path:
+    """ACDC in the SSL4MIS h5 layout as in ``../shared/data/acdc``::
+
+        data/<case>.h5                  image (slices, H, W) float32 min-max scaled to [0, 1], label uint8 0-3
+        data/<case>_slice_<k>.h5        image (H, W), label (H, W); k counts from 1 as in the shared copy
+        train_slices.list               the training slices (shuffled, as the released list)
+        val.list                        the validation volumes
+
+    Every case gets its volume file; slices are written for ``train_cases``. ``slices_subfolder`` puts them in
+    ``data/slices/`` (SSL4MIS's own release). ``shape`` is (slices, H, W).
+    """
+    import h5py
+
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    data = root / "data"
+    slice_dir = data / "slices" if slices_subfolder else data
+    slice_dir.mkdir(parents=True, exist_ok=True)
+    slices: list[str] = []
+    for case in (*train_cases, *val_cases):
+        planes = [_heart_slice(rng, shape[1:], 1.0 - 0.4 * abs(k - shape[0] / 2) / shape[0]) for k in range(shape[0])]
+        image = np.stack([p[0] for p in planes])
+        label = np.stack([p[1] for p in planes])
+        image = ((image - image.min()) / max(float(image.max() - image.min()), 1e-6)).astype(np.float32)
+        with h5py.File(data / f"{case}.h5", "w") as f:
+            f.create_dataset("image", data=image, compression="gzip")
+            f.create_dataset("label", data=label, compression="gzip")
+        if case in train_cases:
+            for k in range(shape[0]):
+                name = f"{case}_slice_{k + 1}"
+                with h5py.File(slice_dir / f"{name}.h5", "w") as f:
+                    f.create_dataset("image", data=image[k])
+                    f.create_dataset("label", data=label[k])
+                slices.append(name)
+    order = rng.permutation(len(slices))
+    (root / "train_slices.list").write_text("".join(f"{slices[i]}\n" for i in order))
+    (root / "val.list").write_text("".join(f"{c}\n" for c in val_cases))
+    return root
+
+
+def make_mr_nifti_folder(
+    root: str | os.PathLike, num_files: int = 2, shape: Sequence[int] = (48, 40, 4), seed: int = 0
+) -> Path:
+    """Cine-MR-like short-axis volumes ``image_N.nii.gz`` (x, y, z; uint16 intensities, 1.4 × 1.4 × 8 mm,
+    an oblique affine as scanners write) for inference."""
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(num_files):
+        planes = [_heart_slice(rng, shape[:2], 1.0)[0] for _ in range(shape[2])]
+        image = np.clip(np.stack(planes, -1) * 600.0, 0, None).astype(np.uint16)
+        angle = 0.3 + 0.1 * i
+        affine = np.eye(4)
+        affine[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+        affine[:3, :3] = affine[:3, :3] @ np.diag([-1.4, 1.4, 8.0])  # not RAS: the bundle reorients
+        affine[:3, 3] = [-30.0, 20.0, -15.0 * i]
         nib.save(nib.Nifti1Image(image, affine), str(root / f"image_{i}.nii.gz"))
     return root

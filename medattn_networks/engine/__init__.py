@@ -61,3 +61,7 @@ __all__ += [
 from medattn_networks.engine.flops import FlopCounter, count_flops, count_params, format_count  # noqa: E402
 
 __all__ += ["FlopCounter", "count_flops", "count_params", "format_count"]
+
+from medattn_networks.engine.bundle_helpers import pick, slices_first_order  # noqa: E402
+
+__all__ += ["pick", "slices_first_order"]

@@ -60,7 +60,9 @@ def test_logging_conf(bundle):
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_settings_entry(bundle):
     settings = vb.load_settings(bundle)  # every bundle needs an entry in ci/bundle_test_settings.json
-    assert settings["layout"] in ("msd", "brats")
+    assert settings["layout"] in vb.LAYOUTS
+    for variant in settings.get("variants", {}):
+        assert vb.variant_settings(settings, variant)["layout"] in vb.LAYOUTS
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)
@@ -138,6 +140,32 @@ def test_torchscript(bundle, trained, tmp_path):
         # allowed only when docs/README.md explains it under a "TorchScript" heading
         assert script.summary().startswith("not scriptable: ")
         vb.check_torchscript_documented(bundle_dir, script)
+
+
+# further layouts of a bundle (e.g. dsnet_fcn_r50_synapse on raw BTCV NIfTI): train + evaluate on generated data
+def _variants() -> list[tuple[str, str]]:
+    pairs = []
+    for bundle in BUNDLES:
+        try:
+            settings = vb.load_settings(bundle)
+        except vb.BundleCheckError:  # reported by test_settings_entry; collection must not fail
+            continue
+        pairs += [(bundle, variant) for variant in settings.get("variants", {})]
+    return pairs
+
+
+VARIANTS = _variants()
+
+
+@pytest.mark.parametrize("bundle, variant", VARIANTS, ids=[f"{b}-{v}" for b, v in VARIANTS])
+def test_layout_variant_workflows(bundle, variant, tmp_path):
+    settings = vb.variant_settings(vb.load_settings(bundle), variant)
+    data = vb.make_training_data(settings, tmp_path / "data")
+    vb.run_training(vb.bundle_path(bundle), settings, data, tmp_path / "ckpt", tmp_path / "train_out")
+    metrics = vb.run_evaluation(vb.bundle_path(bundle), settings, data, tmp_path / "ckpt" / "model.pt", tmp_path / "eval")
+    assert 0.0 <= metrics["val_mean_dice"] <= 1.0
+    raw = list(csv.reader(open(tmp_path / "eval" / "val_mean_dice_raw.csv")))
+    assert len(raw) - 1 == settings["train_overrides"]["num_val"], raw
 
 
 # -------------------------------------------------------------------------------------------- g: dist
