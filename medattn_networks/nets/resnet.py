@@ -10,6 +10,8 @@ segmentor checkpoint onto :class:`~medattn_networks.nets.fcn.SegmentationNet`. W
 
 from __future__ import annotations
 
+import logging
+
 import os
 from typing import Any, Mapping, Optional, Sequence
 
@@ -388,6 +390,16 @@ def load_pretrained(module: nn.Module, path: str | Mapping[str, torch.Tensor], s
     if strict and (missing or unexpected):
         raise RuntimeError(f"strict load failed: missing {missing[:10]}..., unexpected {unexpected[:10]}...")
     module.load_state_dict(mapped, strict=False)
+    source = path if isinstance(path, str) else "a state dict"
+    logging.getLogger("medattn.pretrained").info(
+        "loaded %d tensors from %s; %d model keys kept their initialisation%s; %d checkpoint keys unused%s",
+        len(mapped),
+        source,
+        len(missing),
+        f" (e.g. {missing[0]})" if missing else "",
+        len(unexpected),
+        f" (e.g. {unexpected[0]})" if unexpected else "",
+    )
     return {"loaded": sorted(mapped), "missing": missing, "unexpected": unexpected}
 
 
