@@ -101,7 +101,7 @@ def brats_inference_datalist(
     Case folders missing a modality and unreadable or wrongly shaped files are logged and skipped (see
     :func:`medattn_networks.engine.inference_datalist`).
     """
-    from medattn_networks.engine.inputs import check_nifti, logger, write_skipped_report
+    from medattn_networks.engine.inputs import check_nifti, settle_inputs
 
     folder = require_dir(dataset_dir, "input folder")
     items, skipped = [], []
@@ -122,17 +122,8 @@ def brats_inference_datalist(
             items.append({"image": str(path), "case": path.name})
         else:
             skipped.append((str(path), problem))
-    for path, problem in skipped:
-        logger.error("%s: %s; skipped", path, problem)
-    if report_dir is not None:
-        write_skipped_report(report_dir, skipped)
-    if not items:
-        if not skipped:
-            raise FileNotFoundError(
-                f"no BraTS case folders and no {len(modalities)}-channel .nii/.nii.gz files in input folder '{folder}'"
-            )
-        raise ValueError(f"no input in '{folder}' can be segmented: " + "; ".join(f"{p}: {w}" for p, w in skipped))
-    return items
+    nothing_found = f"no BraTS case folders and no {len(modalities)}-channel .nii/.nii.gz files in input folder '{folder}'"
+    return settle_inputs(folder, items, skipped, report_dir, nothing_found)
 
 
 def brats_name_formatter(metadict: dict, saver: object) -> dict:

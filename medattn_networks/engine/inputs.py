@@ -20,7 +20,7 @@ import torch
 
 from medattn_networks.data.files import is_nifti, require_dir
 
-__all__ = ["check_nifti", "inference_datalist", "require_checkpoint", "with_weights", "SKIPPED_REPORT"]
+__all__ = ["check_nifti", "inference_datalist", "settle_inputs", "require_checkpoint", "with_weights", "SKIPPED_REPORT"]
 
 logger = logging.getLogger("medattn.inputs")
 
@@ -100,15 +100,37 @@ def inference_datalist(
         if problem is None:
             good.append({image_key: str(path)})
         else:
-            logger.error("%s: %s; skipped", path, problem)
             skipped.append((str(path), problem))
+    return settle_inputs(folder, good, skipped, report_dir, f"no .nii or .nii.gz files in input folder '{folder}'")
+
+
+def settle_inputs(
+    folder: str | os.PathLike,
+    items: list[dict],
+    skipped: list[tuple[str, str]],
+    report_dir: str | os.PathLike | None,
+    nothing_found: str,
+) -> list[dict]:
+    """Log every skipped input, write (or clear) the skipped report, and fail when nothing is left.
+
+    Args:
+        folder: the input folder (for messages).
+        items: inputs that can be segmented.
+        skipped: ``(path, problem)`` of each input that cannot.
+        report_dir: where ``skipped_inputs.csv`` goes (None: no report).
+        nothing_found: FileNotFoundError message when there were no candidate inputs at all.
+    """
+    for path, problem in skipped:
+        logger.error("%s: %s; skipped", path, problem)
     if report_dir is not None:
         write_skipped_report(report_dir, skipped)
-    if not good:
+    if not items:
+        if not skipped:
+            raise FileNotFoundError(nothing_found)
         details = "; ".join(f"{p}: {why}" for p, why in skipped)
-        raise ValueError(f"none of the {len(files)} NIfTI file(s) in '{folder}' can be segmented: {details}")
-    logger.info("%d input(s) to segment in %s%s", len(good), folder, f", {len(skipped)} skipped" if skipped else "")
-    return good
+        raise ValueError(f"none of the {len(skipped)} input(s) in '{folder}' can be segmented: {details}")
+    logger.info("%d input(s) to segment in %s%s", len(items), folder, f", {len(skipped)} skipped" if skipped else "")
+    return items
 
 
 def write_skipped_report(report_dir: str | os.PathLike, skipped: list[tuple[str, str]]) -> None:
