@@ -36,7 +36,7 @@ from medattn_networks.data import (  # noqa: E402
 )
 
 DSNET_BUNDLES = ["dsnet_fcn_r50_synapse", "dsnet_fcn_r50_acdc"]
-ACDC_DATA = Path("/work/shared/data/acdc")
+ACDC_DATA = REPO_ROOT.parent / "shared" / "data" / "acdc"  # ../shared/data beside the checkout, as the bundle defaults
 SMALL = {"roi_size": [64, 64]}
 
 

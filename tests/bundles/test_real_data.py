@@ -1,4 +1,4 @@
-"""pam_unet3d_hippocampus on the real MSD Task04 Hippocampus data (/work/shared/data/msd_hippocampus).
+"""pam_unet3d_hippocampus on the real MSD Task04 Hippocampus data (../shared/data/msd_hippocampus).
 
 1. a short training run on 12 real cases learns (the training loss goes down);
 2. the COMMITTED weights (bundles/pam_unet3d_hippocampus/models/model.pt) reach mean foreground Dice >= 0.80 on
@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO_ROOT / "ci"))
 import verify_bundles as vb  # noqa: E402
 
 BUNDLE = "pam_unet3d_hippocampus"
-DATA = Path("/work/shared/data/msd_hippocampus")
+DATA = REPO_ROOT.parent / "shared" / "data" / "msd_hippocampus"  # ../shared/data beside the checkout
 COMMITTED_WEIGHTS = REPO_ROOT / "bundles" / BUNDLE / "models" / "model.pt"
 NUM_VAL = 40  # the bundle's validation split: the last 40 cases by sorted name
 MIN_DICE = 0.80

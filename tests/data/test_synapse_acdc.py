@@ -30,11 +30,7 @@ from medattn_networks.data.synapse import (
     write_transunet_case,
 )
 
-# ../shared/data beside the checkout (the project's convention), else the workspace copy
-SHARED = next(
-    (p for p in (Path(__file__).resolve().parents[2].parent / "shared" / "data", Path("/work/shared/data")) if p.is_dir()),
-    Path("/work/shared/data"),
-)
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"  # ../shared/data beside the checkout
 ACDC_DIR, TOTALSEG_DIR = SHARED / "acdc", SHARED / "totalseg_ct"
 
 
