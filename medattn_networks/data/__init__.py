@@ -8,7 +8,7 @@ from medattn_networks.data.brats import (
     brats_name_formatter,
     find_brats_cases,
 )
-from medattn_networks.data.files import is_nifti, nifti_stem, require_dir
+from medattn_networks.data.files import SKIPPED_REPORT, check_nifti, is_nifti, nifti_stem, require_dir, settle_inputs, write_skipped_report
 from medattn_networks.data.msd import msd_datalist, split_cases
 from medattn_networks.data.synthetic import (
     make_acdc_h5,
@@ -30,7 +30,7 @@ __all__ = [
     "brats_inference_datalist",
     "brats_name_formatter",
     "find_brats_cases",
-"is_nifti", "nifti_stem", "require_dir", "msd_datalist", "split_cases", "make_brats_cases", "make_msd_task", "make_nifti_folder", "make_btcv_cases", "make_synapse_transunet", "make_acdc_h5", "make_mr_nifti_folder", "CheckChannelsd", "source_name"]
+"SKIPPED_REPORT", "check_nifti", "is_nifti", "nifti_stem", "require_dir", "settle_inputs", "write_skipped_report", "msd_datalist", "split_cases", "make_brats_cases", "make_msd_task", "make_nifti_folder", "make_btcv_cases", "make_synapse_transunet", "make_acdc_h5", "make_mr_nifti_folder", "CheckChannelsd", "source_name"]
 
 from medattn_networks.data.synapse import (  # noqa: E402
     BTCV_LABELS,

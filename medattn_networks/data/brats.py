@@ -17,7 +17,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from medattn_networks.data.files import is_nifti, require_dir
+from medattn_networks.data.files import check_nifti, is_nifti, nifti_stem, require_dir, settle_inputs
 from medattn_networks.data.msd import split_cases
 
 __all__ = [
@@ -101,8 +101,6 @@ def brats_inference_datalist(
     Case folders missing a modality and unreadable or wrongly shaped files are logged and skipped (see
     :func:`medattn_networks.engine.inference_datalist`).
     """
-    from medattn_networks.engine.inputs import check_nifti, settle_inputs
-
     folder = require_dir(dataset_dir, "input folder")
     items, skipped = [], []
     for case_dir in find_brats_cases(folder):
@@ -128,8 +126,6 @@ def brats_inference_datalist(
 
 def brats_name_formatter(metadict: dict, saver: object) -> dict:
     """SaveImage name formatter: ``<case>`` for a case folder (its first modality file minus the suffix)."""
-    from medattn_networks.data.files import nifti_stem
-
     source = metadict.get("filename_or_obj", "") if metadict else ""
     stem = nifti_stem(source)
     for modality in BRATS_MODALITIES:

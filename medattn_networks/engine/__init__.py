@@ -8,7 +8,7 @@ from medattn_networks.engine.cam import (
     normalize_maps,
 )
 from medattn_networks.engine.handlers import ProgressLogger
-from medattn_networks.engine.inputs import SKIPPED_REPORT, check_nifti, inference_datalist, require_checkpoint, with_weights
+from medattn_networks.engine.inputs import inference_datalist, require_checkpoint, with_weights
 
 __all__ = [
     "CAMHandler",
@@ -19,8 +19,6 @@ __all__ = [
     "grad_cam",
     "normalize_maps",
     "ProgressLogger",
-    "SKIPPED_REPORT",
-    "check_nifti",
     "inference_datalist",
     "require_checkpoint",
     "with_weights",

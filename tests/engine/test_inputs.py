@@ -4,7 +4,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medattn_networks.engine import SKIPPED_REPORT, check_nifti, inference_datalist, require_checkpoint
+from medattn_networks.data import SKIPPED_REPORT, check_nifti
+from medattn_networks.engine import inference_datalist, require_checkpoint
 
 
 def _save(path, shape=(6, 7, 5), dtype=np.float32):
