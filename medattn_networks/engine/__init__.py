@@ -60,6 +60,6 @@ from medattn_networks.engine.flops import FlopCounter, count_flops, count_params
 
 __all__ += ["FlopCounter", "count_flops", "count_params", "format_count"]
 
-from medattn_networks.engine.bundle_helpers import pick, slices_first_order  # noqa: E402
+from medattn_networks.engine.bundle_helpers import flag, pick, slices_first_order  # noqa: E402
 
-__all__ += ["pick", "slices_first_order"]
+__all__ += ["flag", "pick", "slices_first_order"]

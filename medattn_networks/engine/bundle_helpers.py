@@ -1,10 +1,29 @@
-"""Small helpers the 2D-slice bundles (dsnet_fcn_r50_synapse, dsnet_fcn_r50_acdc) call from their JSON configs."""
+"""Small helpers the bundles call from their JSON configs."""
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-__all__ = ["pick", "slices_first_order"]
+__all__ = ["flag", "pick", "slices_first_order"]
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+def flag(value: Any, name: str = "flag") -> bool:
+    """A config switch as a bool, whatever way it reached the config.
+
+    ``python -m monai.bundle run ... --load_pretrain false`` hands the config the *string* ``"false"`` (only
+    ``False`` is parsed), which Python treats as true. This accepts bools, 0/1 and true/false, yes/no, on/off in
+    any case, and raises a ValueError naming ``name`` for anything else.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError(f"'{name}' must be true or false, got {value!r}")
 
 
 def pick(options: Mapping[str, Any], name: str, what: str = "option") -> Any:

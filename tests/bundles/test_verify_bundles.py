@@ -365,6 +365,23 @@ def test_cli_missing_weights(tmp_path):
     assert f"no weights at '{ckpt}'" in out and "--load_pretrain" in out, out[-3000:]
 
 
+def test_cli_lower_case_false_turns_the_weights_off(tmp_path):
+    """``--load_pretrain false`` reaches the config as the string "false": it must still mean false."""
+    make_nifti_folder(tmp_path / "in", 1, shape=(24, 28, 20))
+    missing = tmp_path / "no_weights.pt"
+    rc, out = run_inference_cli(HIPPOCAMPUS, tmp_path / "in", tmp_path / "out", "--load_pretrain", "false", "--ckpt_path", str(missing))
+    assert rc == 0, out[-3000:]
+    assert [p.name for p in (tmp_path / "out").glob("*.nii.gz")] == ["image_0_seg.nii.gz"]
+
+
+def test_cli_unknown_switch_value_is_named(tmp_path):
+    make_nifti_folder(tmp_path / "in", 1, shape=(24, 28, 20))
+    rc, out = run_inference_cli(HIPPOCAMPUS, tmp_path / "in", tmp_path / "out", "--load_pretrain", "maybe")
+    assert rc != 0
+    assert "'load_pretrain' must be true or false, got 'maybe'" in out, out[-3000:]
+    assert not list((tmp_path / "out").glob("*.nii.gz"))
+
+
 def test_cli_bad_files_are_skipped(tmp_path):
     folder = tmp_path / "in"
     make_nifti_folder(folder, 2, shape=(24, 28, 20))  # image_0, image_1: good
