@@ -219,7 +219,8 @@ def _overrides(settings: dict, kind: str) -> dict:
     return result
 
 
-def _parser(bundle_dir: Path, config_files: str | Sequence[str], overrides: dict | None = None):
+def bundle_parser(bundle_dir: Path, config_files: str | Sequence[str], overrides: dict | None = None):
+    """A ConfigParser of the bundle's ``config_files`` (under configs/) and metadata, with ``overrides`` applied."""
     from monai.bundle import ConfigParser
 
     configs = _configs(bundle_dir)
@@ -367,7 +368,7 @@ def check_net_in_out(bundle_dir: Path, settings: dict) -> dict:
     out_channels = fmt["outputs"]["pred"]["num_channels"]
     shapes, params = {}, {}
     for config in ("train.json", "inference.json"):
-        parser = _parser(bundle_dir, config, _overrides(settings, "net"))
+        parser = bundle_parser(bundle_dir, config, _overrides(settings, "net"))
         try:
             net = parser.get_parsed_content("network_def")
         except Exception as e:  # noqa: BLE001
@@ -387,7 +388,7 @@ def check_net_in_out(bundle_dir: Path, settings: dict) -> dict:
         shapes[config] = tuple(y.shape)
         params[config] = {k: tuple(v.shape) for k, v in net.state_dict().items()}
         # the full-size configuration must agree with the metadata too (checked without building the network)
-        full = _parser(bundle_dir, config)
+        full = bundle_parser(bundle_dir, config)
         if "in_channels" in full and full.get_parsed_content("in_channels") != in_channels:
             _fail(bundle, "net", f"{config} in_channels differs from metadata inputs.image.num_channels {in_channels}")
         if "num_classes" in full and full.get_parsed_content("num_classes") != out_channels:
@@ -606,7 +607,7 @@ def check_inference_outputs(bundle_dir: Path, settings: dict, inputs: Iterable[I
 
     bundle_dir = Path(bundle_dir)
     bundle = bundle_dir.name
-    parser = _parser(bundle_dir, "inference.json")
+    parser = bundle_parser(bundle_dir, "inference.json")
     postfix = parser.get_parsed_content("output_postfix") if "output_postfix" in parser else "seg"
     ext = parser.get_parsed_content("output_ext") if "output_ext" in parser else ".nii.gz"
     outputs = []
@@ -668,7 +669,7 @@ def _script_failure(exc: BaseException) -> tuple[str, list[str], str]:
 def _eager_network(bundle_dir: Path, settings: dict, ckpt_path: Path):
     import torch
 
-    parser = _parser(bundle_dir, "train.json", _overrides(settings, "net"))
+    parser = bundle_parser(bundle_dir, "train.json", _overrides(settings, "net"))
     net = parser.get_parsed_content("network_def")
     net.load_state_dict(torch.load(ckpt_path, map_location="cpu", weights_only=True))
     return net.eval(), _net_input_shape(settings, parser)

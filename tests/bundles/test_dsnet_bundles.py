@@ -41,7 +41,7 @@ SMALL = {"roi_size": [64, 64]}
 
 
 def _parser(bundle: str, config: str = "train.json", **overrides):
-    return vb._parser(vb.bundle_path(bundle), config, {**SMALL, **overrides})
+    return vb.bundle_parser(vb.bundle_path(bundle), config, {**SMALL, **overrides})
 
 
 # ------------------------------------------------------------------------------------------- recipe
@@ -263,7 +263,7 @@ def test_dsnet_transunet_layout_case_selection(tmp_path):
 @pytest.mark.skipif(not (ACDC_DATA / "train_slices.list").is_file(), reason=f"shared ACDC data absent at {ACDC_DATA}")
 def test_dsnet_acdc_defaults_read_the_shared_data():
     """The ACDC bundle's default dataset_dir is ../shared/data/acdc: 1312 training slices, 20 validation volumes."""
-    parser = vb._parser(vb.bundle_path("dsnet_fcn_r50_acdc"), "train.json")
+    parser = vb.bundle_parser(vb.bundle_path("dsnet_fcn_r50_acdc"), "train.json")
     assert Path(parser.get_parsed_content("dataset_dir")).resolve() == ACDC_DATA.resolve()
     train = parser.get_parsed_content("train#dataset#data")
     val = parser.get_parsed_content("validate#dataset#data")

@@ -1,0 +1,348 @@
+#!/usr/bin/env python3
+"""Measure what attention costs: parameters, FLOPs, time and (on CUDA) peak memory, as ratios taken in one run.
+
+    python ci/benchmark.py attention --spatial_dims 2 --channels 256 --size 32       # every registry module
+    python ci/benchmark.py attention --spatial_dims 3 --channels 64 --size 16 --train --device cuda
+    python ci/benchmark.py networks                                                   # every bundle's network
+    python ci/benchmark.py networks pam_unet3d_hippocampus --train --output hippo.json
+
+``attention`` times each registry module on a (batch, channels, size^d) input against a reference measured in the
+same run: one k×k×(k) convolution channels → channels, the layer the modules are inserted next to. ``networks``
+builds each bundle's ``network_def`` (from configs/inference.json, so exactly what the bundle runs) once per
+attention variant (``VARIANTS``) and reports every variant against the bundle's attention-free baseline, at the
+bundle's ``roi_size`` unless ``--roi_size`` says otherwise.
+
+Times are medians of ``--repeats`` passes (forward, or forward + backward with ``--train``), taken round-robin — one
+pass of every candidate per round — so that load changes on a shared machine hit all candidates alike. Only the
+ratios are meant to be compared, and only within one run (one device, one thread count). FLOPs follow the fvcore
+rules of ``medattn_networks.engine.count_flops`` (one per multiply-add, forward only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUNDLES_DIR = REPO_ROOT / "bundles"
+
+SLICE_ATTENTION = ("sa", "pam", "sca", "csa")  # need the depth of their input
+GATED_ATTENTION = ("ag",)  # take (skip, gate): the gate has the same channels at half the size
+
+# config id switched per bundle, and its values; the first value is the baseline the others are compared with
+VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "pam_unet3d_hippocampus": ("attention", ("none", "cse", "pe", "ag", "sca", "csa", "pam")),
+    "pam_unet3d_brats": ("attention", ("none", "cse", "pe", "ag", "sca", "csa", "pam")),
+    "pam_vnet_brats": ("attention", ("none", "cse", "pe", "ag", "sca", "csa", "pam")),
+    "dsnet_fcn_r50_synapse": ("model", ("fcn", "fcn+dsm", "dsnet", "fcn+se")),
+    "dsnet_fcn_r50_acdc": ("model", ("fcn", "fcn+dsm", "dsnet", "fcn+se")),
+}
+
+
+@dataclass
+class Measurement:
+    """One benchmarked candidate; ``*_ratio`` are relative to the reference row of the same run."""
+
+    name: str
+    params: int
+    flops: int
+    time_ms: float
+    peak_memory_mb: float | None = None
+    params_ratio: float | None = None
+    flops_ratio: float | None = None
+    time_ratio: float | None = None
+    memory_ratio: float | None = None
+
+
+@dataclass
+class Candidate:
+    """What to run: ``step()`` does one timed pass; ``count_flops()`` returns the forward FLOPs."""
+
+    name: str
+    module: nn.Module
+    step: Callable[[], None]
+    count_flops: Callable[[], int]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _pass(module: nn.Module, make_inputs: Callable[[], tuple], train: bool) -> Callable[[], None]:
+    """One forward (no grad) or forward + backward pass of ``module`` on fresh ``make_inputs()``."""
+
+    def step() -> None:
+        inputs = make_inputs()
+        if train:
+            out = module(*inputs)
+            out.float().sum().backward()
+            module.zero_grad(set_to_none=True)
+        else:
+            with torch.no_grad():
+                module(*inputs)
+
+    return step
+
+
+def time_candidates(candidates: Sequence[Candidate], device: torch.device, repeats: int, warmup: int) -> dict[str, float]:
+    """Median seconds per ``step`` of each candidate, measured round-robin after ``warmup`` passes of each."""
+    for candidate in candidates:
+        for _ in range(warmup):
+            candidate.step()
+    _sync(device)
+    seconds: dict[str, list[float]] = {c.name: [] for c in candidates}
+    for _ in range(repeats):
+        for candidate in candidates:
+            _sync(device)
+            start = time.perf_counter()
+            candidate.step()
+            _sync(device)
+            seconds[candidate.name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in seconds.items()}
+
+
+def peak_memory_mb(candidate: Candidate, device: torch.device) -> float | None:
+    """CUDA memory allocated at the peak of one pass, beyond what was allocated before it (None on CPU)."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    candidate.step()
+    torch.cuda.synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+
+
+def _ratio(value: float | None, reference: float | None) -> float | None:
+    if value is None or reference is None or reference == 0:
+        return None
+    return value / reference
+
+
+def benchmark(candidates: Sequence[Candidate], reference: str, device: torch.device, repeats: int, warmup: int) -> list[Measurement]:
+    """Measure every candidate in one run; ratios are taken against the candidate named ``reference``."""
+    times = time_candidates(candidates, device, repeats, warmup)
+    rows = []
+    for candidate in candidates:
+        params = sum(p.numel() for p in candidate.module.parameters())
+        rows.append(Measurement(candidate.name, params, candidate.count_flops(), times[candidate.name] * 1e3, peak_memory_mb(candidate, device)))
+    base = next(r for r in rows if r.name == reference)
+    for row in rows:
+        row.params_ratio = _ratio(row.params, base.params)
+        row.flops_ratio = _ratio(row.flops, base.flops)
+        row.time_ratio = _ratio(row.time_ms, base.time_ms)
+        row.memory_ratio = _ratio(row.peak_memory_mb, base.peak_memory_mb)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ attention
+def attention_candidates(
+    spatial_dims: int,
+    channels: int,
+    size: int,
+    batch: int,
+    device: torch.device,
+    train: bool,
+    names: Sequence[str] | None = None,
+    kernel_size: int = 3,
+) -> tuple[list[Candidate], str]:
+    """The reference convolution and one candidate per registry module (all of them, or ``names``)."""
+    from medattn_networks.attention import create_attention, list_attention
+
+    shape = (batch, channels, *([size] * spatial_dims))
+    gate_shape = (batch, channels, *([max(size // 2, 1)] * spatial_dims))
+    conv_type = (nn.Conv2d, nn.Conv3d)[spatial_dims - 2]
+    reference = f"conv{kernel_size}x{kernel_size}" + (f"x{kernel_size}" if spatial_dims == 3 else "")
+    modules: dict[str, nn.Module] = {reference: conv_type(channels, channels, kernel_size, padding=kernel_size // 2)}
+    for name in names or list_attention():
+        kwargs = {"depth": size} if name in SLICE_ATTENTION else {}
+        modules[name] = create_attention(name, spatial_dims, channels, **kwargs)
+    candidates = []
+    for name, module in modules.items():
+        module = module.to(device).train(train)
+        gated = name in GATED_ATTENTION
+
+        def make_inputs(gated: bool = gated) -> tuple:
+            x = torch.randn(shape, device=device, requires_grad=train)
+            return (x, torch.randn(gate_shape, device=device, requires_grad=train)) if gated else (x,)
+
+        forward = (lambda x, module=module: module(x, torch.empty(gate_shape))) if gated else None
+        candidates.append(Candidate(name, module, _pass(module, make_inputs, train), _cpu_flops(module, shape, device, forward)))
+    return candidates, reference
+
+
+def _cpu_flops(module: nn.Module, shape: Sequence[int], device: torch.device, forward: Callable | None = None) -> Callable[[], int]:
+    """Forward FLOPs of ``module`` on a fake CPU input of ``shape`` (the module returns to ``device`` afterwards)."""
+    from medattn_networks.engine import count_flops
+
+    def flops() -> int:
+        module.cpu()
+        try:
+            return int(count_flops(module, shape, forward=forward))
+        finally:
+            module.to(device)
+
+    return flops
+
+
+# ------------------------------------------------------------------------------------------- networks
+def network_candidates(
+    bundle: str,
+    device: torch.device,
+    train: bool,
+    batch: int = 1,
+    roi_size: Sequence[int] | None = None,
+    values: Sequence[str] | None = None,
+) -> tuple[list[Candidate], str]:
+    """One candidate per attention variant of ``bundle``'s inference ``network_def``; the baseline is the first."""
+    sys.path.insert(0, str(REPO_ROOT / "ci"))
+    from verify_bundles import bundle_parser, bundle_path
+
+    if bundle not in VARIANTS:
+        raise KeyError(f"no benchmark variants for bundle '{bundle}'; known: {', '.join(VARIANTS)}")
+    switch, known = VARIANTS[bundle]
+    chosen = list(values or known)
+    unknown = [v for v in chosen if v not in known]
+    if unknown:
+        raise ValueError(f"{bundle}: unknown {switch} value(s) {unknown}; known: {', '.join(known)}")
+    if known[0] not in chosen:
+        chosen.insert(0, known[0])
+    if roi_size is not None:
+        bundle_roi = bundle_parser(bundle_path(bundle), "inference.json").get_parsed_content("roi_size")
+        if len(roi_size) != len(bundle_roi):
+            raise ValueError(f"{bundle}: --roi_size needs {len(bundle_roi)} values (its roi_size is {list(bundle_roi)}), got {list(roi_size)}")
+    candidates = []
+    for value in chosen:
+        overrides = {switch: value} if roi_size is None else {switch: value, "roi_size": list(roi_size)}
+        parser = bundle_parser(bundle_path(bundle), "inference.json", overrides)
+        network = parser.get_parsed_content("network_def").to(device).train(train)
+        in_channels = parser.get_parsed_content("in_channels")
+        shape = (batch, in_channels, *parser.get_parsed_content("roi_size"))
+
+        def make_inputs(shape: tuple = shape) -> tuple:
+            return (torch.randn(shape, device=device, requires_grad=train),)
+
+        candidates.append(Candidate(f"{switch}={value}", network, _pass(network, make_inputs, train), _cpu_flops(network, shape, device)))
+    return candidates, candidates[0].name
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+def format_table(rows: Sequence[Measurement], title: str) -> str:
+    """The measurements as a Markdown table (ratios to the reference row)."""
+    from medattn_networks.engine import format_count
+
+    def num(value: float | None, fmt: str) -> str:
+        return "–" if value is None else format(value, fmt)
+
+    def flops(value: int) -> str:
+        unit = next((u for u, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)) if value >= scale), "")
+        return format_count(value, unit) if unit else str(value)
+
+    lines = [
+        f"### {title}",
+        "",
+        "| name | params | × ref | FLOPs | × ref | ms | × ref | peak MiB | × ref |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.name} | {r.params:,} | {num(r.params_ratio, '.3f')} | {flops(r.flops)} | {num(r.flops_ratio, '.3f')} "
+            f"| {r.time_ms:.2f} | {num(r.time_ratio, '.2f')} | {num(r.peak_memory_mb, '.1f')} | {num(r.memory_ratio, '.2f')} |"
+        )
+    return "\n".join(lines)
+
+
+def write_rows(rows: Sequence[Measurement], path: Path, context: dict) -> None:
+    """``.json`` (context + rows) or ``.csv`` (one line per row, context repeated in each)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    records = [asdict(r) for r in rows]
+    if path.suffix == ".json":
+        path.write_text(json.dumps({"context": context, "rows": records}, indent=2) + "\n")
+    elif path.suffix == ".csv":
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=[*context, *records[0]])
+            writer.writeheader()
+            writer.writerows({**context, **r} for r in records)
+    else:
+        raise ValueError(f"--output must end in .json or .csv, got '{path}'")
+
+
+def _device(name: str) -> torch.device:
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available on this machine")
+    return device
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu | cuda | cuda:N")
+    common.add_argument("--train", action="store_true", help="time forward + backward in train mode (default: forward, no grad)")
+    common.add_argument("--repeats", type=int, default=10, help="timed rounds (median reported)")
+    common.add_argument("--warmup", type=int, default=2, help="untimed passes of each candidate first")
+    common.add_argument("--output", type=Path, help="also write the rows to this .json or .csv file")
+    att = sub.add_parser("attention", parents=[common], help="every registry module against one convolution")
+    att.add_argument("names", nargs="*", help="registry names (default: all)")
+    att.add_argument("--spatial_dims", type=int, default=2, choices=(2, 3))
+    att.add_argument("--channels", type=int, default=256)
+    att.add_argument("--size", type=int, default=32, help="voxels per spatial side")
+    att.add_argument("--batch", type=int, default=2, help="2 by default: DSM's SK BatchNorm cannot train on batch 1")
+    net = sub.add_parser("networks", parents=[common], help="each bundle's network per attention variant")
+    net.add_argument("bundles", nargs="*", help=f"bundle names (default: {', '.join(VARIANTS)})")
+    net.add_argument("--values", nargs="+", help="only these variants (the baseline is always measured)")
+    net.add_argument("--roi_size", type=int, nargs="+", help="input spatial size instead of the bundle's roi_size")
+    net.add_argument("--batch", type=int, help="default 1, or 2 with --train (BatchNorm layers cannot train on batch 1)")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.warmup < 0:
+        parser.error("--repeats must be >= 1 and --warmup >= 0")
+    device = _device(args.device)
+    context = {"device": str(device), "threads": torch.get_num_threads(), "train": args.train, "torch": torch.__version__}
+    if device.type == "cuda":
+        context["gpu"] = torch.cuda.get_device_name(device)
+    all_rows: list[Measurement] = []
+    try:
+        if args.what == "attention":
+            candidates, reference = attention_candidates(
+                args.spatial_dims, args.channels, args.size, args.batch, device, args.train, args.names or None
+            )
+            context.update(spatial_dims=args.spatial_dims, channels=args.channels, size=args.size, batch=args.batch)
+            jobs = [(f"attention, {args.spatial_dims}D, C={args.channels}, {args.size}^{args.spatial_dims}, batch {args.batch}", candidates, reference)]
+        else:
+            jobs = []
+            batch = args.batch or (2 if args.train else 1)
+            context.update(batch=batch, roi_size=args.roi_size or "bundle")
+            for bundle in args.bundles or list(VARIANTS):
+                candidates, reference = network_candidates(bundle, device, args.train, batch, args.roi_size, args.values)
+                jobs.append((bundle, candidates, reference))
+    except (KeyError, ValueError) as e:
+        print(f"benchmark: {e}", file=sys.stderr)
+        return 2
+    for title, candidates, reference in jobs:
+        print(f"measuring {len(candidates)} candidates of {title} on {device} ({args.repeats} rounds)...", file=sys.stderr, flush=True)
+        rows = benchmark(candidates, reference, device, args.repeats, args.warmup)
+        for row in rows:
+            row.name = f"{title}: {row.name}" if args.what == "networks" and len(jobs) > 1 else row.name
+        print(format_table(rows, f"{title} — ratios to {reference}, {'forward + backward' if args.train else 'forward'}, {device}") + "\n")
+        all_rows += rows
+    if args.output:
+        write_rows(all_rows, args.output, context)
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
