@@ -7,7 +7,7 @@ from medattn_networks.engine.cam import (
     grad_cam,
     normalize_maps,
 )
-from medattn_networks.engine.handlers import ProgressLogger
+from medattn_networks.engine.handlers import NamedMetricsSaver, ProgressLogger
 from medattn_networks.engine.inputs import inference_datalist, require_checkpoint, with_weights
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "classifier_cam",
     "grad_cam",
     "normalize_maps",
+    "NamedMetricsSaver",
     "ProgressLogger",
     "inference_datalist",
     "require_checkpoint",

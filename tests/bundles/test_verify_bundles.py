@@ -113,6 +113,11 @@ def test_evaluate_workflow(bundle, trained, tmp_path):
     assert 0.0 <= metrics["val_mean_dice"] <= 1.0
     raw = list(csv.reader(open(tmp_path / "eval" / "val_mean_dice_raw.csv")))
     assert len(raw) - 1 == result["settings"]["train_overrides"]["num_val"], raw
+    channel_def = vb.bundle_parser(vb.bundle_path(bundle), "train.json").get("_meta_")["network_data_format"]["outputs"]["pred"]["channel_def"]
+    foreground = [channel_def[str(i)] for i in range(1, len(channel_def))]
+    assert raw[0] == ["filename", *foreground, "mean"]  # classes by name, as metadata's channel_def (no background)
+    summary = list(csv.reader(open(tmp_path / "eval" / "val_hd95_summary.csv")))
+    assert [row[0] for row in summary[1:]] == [*foreground, "mean"]
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)

@@ -40,3 +40,38 @@ def test_slices_first_order_puts_the_slice_axis_first_and_reverses_the_plane(axi
     assert slices_first_order(2) == (0, 3, 2, 1)  # (C, x, y, z) -> (C, z, y, x), TransUNet's array order
     with pytest.raises(ValueError, match="slice_axis"):
         slices_first_order(3)
+
+
+def _evaluator_state(details: dict):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(state=SimpleNamespace(metrics={"val_mean_dice": 0.5}, metric_details=details))
+
+
+def test_named_metrics_saver_writes_class_names(tmp_path):
+    import torch
+
+    from medattn_networks.engine import NamedMetricsSaver
+
+    saver = NamedMetricsSaver(str(tmp_path), ["anterior", "posterior"], metrics="*", metric_details="*", summary_ops=["mean"])
+    saver._filenames = ["a.nii.gz", "b.nii.gz"]
+    saver(_evaluator_state({"val_mean_dice": torch.tensor([[0.8, 0.6], [0.9, 0.7]])}))
+    raw = (tmp_path / "val_mean_dice_raw.csv").read_text().splitlines()
+    assert raw[0] == "filename,anterior,posterior,mean"
+    name, *values = raw[1].split(",")
+    assert name == "a.nii.gz" and [float(v) for v in values] == pytest.approx([0.8, 0.6, 0.7])
+    summary = (tmp_path / "val_mean_dice_summary.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in summary] == ["class", "anterior", "posterior", "mean"]
+    assert (tmp_path / "metrics.csv").read_text().splitlines() == ["val_mean_dice,0.5"]
+
+
+def test_named_metrics_saver_rejects_a_wrong_number_of_names(tmp_path):
+    import torch
+
+    from medattn_networks.engine import NamedMetricsSaver
+
+    saver = NamedMetricsSaver(str(tmp_path), ["wt", "tc"], metric_details="*")
+    saver._filenames = ["a.nii.gz"]
+    with pytest.raises(ValueError, match=r"metric 'val_hd95' has 3 class channel\(s\) but class_names lists 2"):
+        saver(_evaluator_state({"val_hd95": torch.zeros(1, 3)}))
+    assert not (tmp_path / "val_hd95_raw.csv").exists()  # nothing half-written
