@@ -80,14 +80,21 @@ def _sync(device: torch.device) -> None:
 
 
 def _pass(module: nn.Module, make_inputs: Callable[[], tuple], train: bool) -> Callable[[], None]:
-    """One forward (no grad) or forward + backward pass of ``module`` on fresh ``make_inputs()``."""
+    """One forward (no grad) or forward + backward pass of ``module``.
+
+    The inputs are made once, at the first call, so that no pass times the random number generator.
+    """
+    inputs: list[torch.Tensor] = []
 
     def step() -> None:
-        inputs = make_inputs()
+        if not inputs:
+            inputs.extend(make_inputs())
         if train:
             out = module(*inputs)
             out.float().sum().backward()
             module.zero_grad(set_to_none=True)
+            for x in inputs:
+                x.grad = None
         else:
             with torch.no_grad():
                 module(*inputs)
