@@ -32,9 +32,8 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
+from verify_bundles import bundle_parser, bundle_path  # ci/ is on sys.path: this script's folder
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-BUNDLES_DIR = REPO_ROOT / "bundles"
 
 SLICE_ATTENTION = ("sa", "pam", "sca", "csa")  # need the depth of their input
 GATED_ATTENTION = ("ag",)  # take (skip, gate): the gate has the same channels at half the size
@@ -214,9 +213,6 @@ def network_candidates(
     values: Sequence[str] | None = None,
 ) -> tuple[list[Candidate], str]:
     """One candidate per attention variant of ``bundle``'s inference ``network_def``; the baseline is the first."""
-    sys.path.insert(0, str(REPO_ROOT / "ci"))
-    from verify_bundles import bundle_parser, bundle_path
-
     if bundle not in VARIANTS:
         raise KeyError(f"no benchmark variants for bundle '{bundle}'; known: {', '.join(VARIANTS)}")
     switch, known = VARIANTS[bundle]
