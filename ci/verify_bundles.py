@@ -13,6 +13,8 @@ them in order and the CLI prints one line per check::
 
 Checks per bundle:
     a. files       required files exist, every JSON config parses
+       format      every configs/*.json formatted as the zoo's pre-commit pretty-format-json --indent=4
+                   --no-sort-keys + end-of-file-fixer leave it (``--fix_format`` rewrites them)
     b. metadata    metadata.json against ci/meta_schema.json, name == folder, version == highest changelog key,
                    channel_def has num_channels entries
     c. logging     configs/logging.conf passes MONAI's allow-list and loads with logging.config.fileConfig
@@ -273,6 +275,35 @@ def check_required_files(bundle_dir: Path) -> list[str]:
     return list(REQUIRED_FILES)
 
 
+def format_config(text: str) -> str:
+    """``text`` as the model zoo's pre-commit hook pretty-format-json (--indent=4 --no-sort-keys) and
+    end-of-file-fixer leave it: 4-space indent, keys in their order, ASCII escapes, one final newline."""
+    return json.dumps(json.loads(text), indent=4) + "\n"
+
+
+def check_config_format(bundle_dir: Path, fix: bool = False) -> int:
+    """Every configs/*.json is formatted as :func:`format_config` does (``fix``: rewrite those that are not)."""
+    bundle_dir = Path(bundle_dir)
+    unformatted = []
+    files = sorted(_configs(bundle_dir).glob("*.json"))
+    for path in files:
+        text = path.read_text()
+        formatted = format_config(text)
+        if text != formatted:
+            if fix:
+                path.write_text(formatted)
+            else:
+                unformatted.append(path.name)
+    if unformatted:
+        _fail(
+            bundle_dir.name,
+            "format",
+            f"{', '.join(unformatted)} not formatted as pretty-format-json --indent=4 --no-sort-keys with a final newline "
+            "(python ci/verify_bundles.py --fix_format rewrites them)",
+        )
+    return len(files)
+
+
 # ---------------------------------------------------------------------------------------- b. metadata
 def check_metadata(bundle_dir: Path, schema_file: Path = SCHEMA_FILE) -> dict:
     """metadata.json against the schema plus the rules a JSON schema cannot express; returns the metadata."""
@@ -515,6 +546,7 @@ def run_training(
         **_overrides(settings, "train"),
         "dataset_dir": str(dataset_dir),
         "ckpt_dir": str(ckpt_dir),
+        "run_dir": str(ckpt_dir),
         "output_dir": str(output_dir),
         **(extra_overrides or {}),
     }
@@ -529,6 +561,11 @@ def run_training(
     ckpt = Path(ckpt_dir) / "model.pt"
     if not ckpt.is_file():
         _fail(bundle, "train", f"training finished but wrote no checkpoint {ckpt}")
+    for name in ("model_final.pt", "best.json"):
+        if not (Path(ckpt_dir) / name).is_file():
+            _fail(bundle, "train", f"training finished but its run folder {ckpt_dir} lacks {name}")
+    if not list(Path(ckpt_dir).glob("state_epoch*.pt")):
+        _fail(bundle, "train", f"training finished but its run folder {ckpt_dir} holds no training state (state_epoch<N>.pt)")
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
@@ -557,6 +594,7 @@ def run_evaluation(
         **_overrides(settings, "train"),
         "dataset_dir": str(dataset_dir),
         "ckpt_dir": str(Path(output_dir) / "_ckpt_unused"),
+        "run_dir": str(Path(output_dir) / "_run_unused"),
         "ckpt_path": str(ckpt_path),
         "output_dir": str(output_dir),
         **(extra_overrides or {}),
@@ -598,6 +636,13 @@ def run_inference(
     finally:
         workflow.finalize()
     return workflow
+
+
+def run_weightless_inference(bundle_dir: Path, settings: dict, input_dir: Path, output_dir: Path):
+    """The model zoo's inference test without weights: ``handlers#0#_disabled_: true`` with ``load_pretrain`` left
+    on and a ``ckpt_path`` that does not exist; the run must need no weights file."""
+    missing = Path(output_dir).parent / "no_weights_here" / "model.pt"
+    return run_inference(bundle_dir, settings, input_dir, missing, output_dir, {"handlers#0#_disabled_": True})
 
 
 def check_inference_outputs(bundle_dir: Path, settings: dict, inputs: Iterable[InferenceInput], output_dir: Path) -> list[Path]:
@@ -835,6 +880,7 @@ def run_dist_training(work_dir: Path, bundle: str | None = None, nproc_per_node:
         "bundle_root": str(bundle_dir),
         "dataset_dir": str(data),
         "ckpt_dir": str(ckpt_dir),
+        "run_dir": str(ckpt_dir),
         "output_dir": str(output_dir),
     }
     cmd = [
@@ -882,6 +928,7 @@ def verify_bundle(
     try:
         bundle_dir = bundle_path(bundle)
         step("files", lambda: f"{len(check_required_files(bundle_dir))} required files, JSON parses")
+        step("format", lambda: f"{check_config_format(bundle_dir)} configs formatted (pretty-format-json --indent=4)")
         step("metadata", lambda: f"version {check_metadata(bundle_dir)['version']}, schema {SCHEMA_FILE.name}")
         step("logging", lambda: check_logging_conf(bundle_dir))
         if not step("settings", lambda: f"layout {load_settings(bundle)['layout']}"):
@@ -908,6 +955,12 @@ def verify_bundle(
             outputs = check_inference_outputs(bundle_dir, settings, inputs, work_dir / "infer_out")
             return f"{len(outputs)} outputs, uint8, input shape and affine"
 
+        def weightless() -> str:
+            inputs = make_inference_inputs(settings, work_dir / "weightless_in", in_channels)
+            run_weightless_inference(bundle_dir, settings, work_dir / "weightless_in", work_dir / "weightless_out")
+            outputs = check_inference_outputs(bundle_dir, settings, inputs, work_dir / "weightless_out")
+            return f"{len(outputs)} outputs with handlers#0#_disabled_ and no weights file"
+
         def torchscript() -> str:
             result = export_torchscript(bundle_dir, settings, state["ckpt"], work_dir / "ts")
             if not result.scriptable:
@@ -918,6 +971,7 @@ def verify_bundle(
         if step("train", train):
             step("evaluate", evaluate)
             step("infer", infer)
+            step("weightless", weightless)
             step("torchscript", torchscript)
 
         for variant in settings.get("variants", {}):
@@ -949,12 +1003,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dist", action="store_true", help="also run the 2-process torchrun training check (g)")
     parser.add_argument("--static", action="store_true", help="only checks a-d (no training, evaluation, inference, export)")
     parser.add_argument("--work_dir", help="keep outputs here instead of a temporary folder")
+    parser.add_argument("--fix_format", action="store_true", help="rewrite unformatted configs/*.json, then exit")
     args = parser.parse_args(argv)
     names = args.bundles or list_bundles()
     unknown = [n for n in names if not (BUNDLES_DIR / n).is_dir()]
     if unknown:
         print(f"unknown bundle(s): {', '.join(unknown)}; available: {', '.join(list_bundles())}", file=sys.stderr)
         return 2
+    if args.fix_format:
+        for name in names:
+            check_config_format(bundle_path(name), fix=True)
+            print(f"[{name}] configs formatted")
+        return 0
     import monai.bundle  # noqa: F401 - imported once up front so the first check's time is its own
 
     results: list[CheckResult] = []

@@ -5,18 +5,19 @@ from medattn_networks.data.brats import (
     BratsRegionsToLabelsd,
     brats_datalist,
     brats_inference_datalist,
-    brats_name_formatter,
     find_brats_cases,
 )
 from medattn_networks.data.files import SKIPPED_REPORT, check_nifti, is_nifti, nifti_stem, require_dir, settle_inputs, write_skipped_report
 from medattn_networks.data.msd import msd_datalist, split_cases
 from medattn_networks.data.synthetic import (
+    SAMPLE_LAYOUTS,
     make_acdc_h5,
     make_brats_cases,
     make_btcv_cases,
     make_mr_nifti_folder,
     make_msd_task,
     make_nifti_folder,
+    make_sample_data,
     make_synapse_transunet,
 )
 from medattn_networks.data.transforms import CheckChannelsd, source_name
@@ -28,9 +29,8 @@ __all__ = [
     "BratsRegionsToLabelsd",
     "brats_datalist",
     "brats_inference_datalist",
-    "brats_name_formatter",
     "find_brats_cases",
-"SKIPPED_REPORT", "check_nifti", "is_nifti", "nifti_stem", "require_dir", "settle_inputs", "write_skipped_report", "msd_datalist", "split_cases", "make_brats_cases", "make_msd_task", "make_nifti_folder", "make_btcv_cases", "make_synapse_transunet", "make_acdc_h5", "make_mr_nifti_folder", "CheckChannelsd", "source_name"]
+"SKIPPED_REPORT", "check_nifti", "is_nifti", "nifti_stem", "require_dir", "settle_inputs", "write_skipped_report", "msd_datalist", "split_cases", "make_brats_cases", "make_msd_task", "make_nifti_folder", "make_btcv_cases", "make_synapse_transunet", "make_acdc_h5", "make_mr_nifti_folder", "SAMPLE_LAYOUTS", "make_sample_data", "CheckChannelsd", "source_name"]
 
 from medattn_networks.data.synapse import (  # noqa: E402
     BTCV_LABELS,
@@ -87,4 +87,45 @@ __all__ += [
     "ACDC_LISTS",
     "acdc_datalist",
     "acdc_train_transforms",
+]
+
+from medattn_networks.data.files import MAX_VOXELS, RGB_PROBLEM, gzip_payload_size, voxel_limit_problem  # noqa: E402
+from medattn_networks.data.scans import (  # noqa: E402
+    DICOM_PROBE,
+    ITK_SUFFIXES,
+    SCAN_SUFFIXES,
+    InputSanityd,
+    ScanReader,
+    check_dicom_series,
+    check_itk_image,
+    check_scan,
+    dicom_series,
+    is_dicom_dir,
+    is_dicom_file,
+    list_scans,
+    output_names,
+    scan_kind,
+    scan_stem,
+)
+
+__all__ += [
+    "MAX_VOXELS",
+    "RGB_PROBLEM",
+    "gzip_payload_size",
+    "voxel_limit_problem",
+    "DICOM_PROBE",
+    "ITK_SUFFIXES",
+    "SCAN_SUFFIXES",
+    "InputSanityd",
+    "ScanReader",
+    "check_dicom_series",
+    "check_itk_image",
+    "check_scan",
+    "dicom_series",
+    "is_dicom_dir",
+    "is_dicom_file",
+    "list_scans",
+    "output_names",
+    "scan_kind",
+    "scan_stem",
 ]

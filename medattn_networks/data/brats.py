@@ -8,6 +8,7 @@ background channel.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Hashable, Mapping, Sequence
@@ -17,8 +18,10 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from medattn_networks.data.files import check_nifti, is_nifti, nifti_stem, require_dir, settle_inputs
+from medattn_networks.data.files import check_nifti, is_nifti, require_dir, settle_inputs
 from medattn_networks.data.msd import split_cases
+
+logger = logging.getLogger("medattn.inputs")
 
 __all__ = [
     "BRATS_MODALITIES",
@@ -26,7 +29,6 @@ __all__ = [
     "find_brats_cases",
     "brats_datalist",
     "brats_inference_datalist",
-    "brats_name_formatter",
     "BratsRegionsd",
     "BratsRegionsToLabelsd",
 ]
@@ -34,6 +36,8 @@ __all__ = [
 # the paper code's channel order
 BRATS_MODALITIES = ("t1", "t2", "t1ce", "flair")
 BRATS_REGIONS = ("background", "whole_tumor", "tumor_core", "enhancing_tumor")
+# file suffixes that mark a case folder: ``<case>/<case>_<suffix>.nii[.gz]``
+_CASE_SUFFIXES = (*BRATS_MODALITIES, "seg")
 
 
 def _case_file(case_dir: Path, suffix: str) -> Path | None:
@@ -44,12 +48,21 @@ def _case_file(case_dir: Path, suffix: str) -> Path | None:
     return None
 
 
+def _is_case_dir(folder: Path) -> bool:
+    """A folder holding at least one ``<folder>_<t1|t2|t1ce|flair|seg>.nii[.gz]`` file."""
+    return any(_case_file(folder, suffix) is not None for suffix in _CASE_SUFFIXES)
+
+
 def find_brats_cases(root: str | os.PathLike) -> list[Path]:
-    """Case folders under ``root`` (directly or one level down, e.g. HGG/ and LGG/), sorted by case name."""
+    """Case folders under ``root`` (directly or one level down, e.g. HGG/ and LGG/), sorted by case name.
+
+    A case folder is one holding any ``<folder>_<t1|t2|t1ce|flair|seg>.nii[.gz]`` file, so a case that lacks
+    some modality (the FLAIR included) is still found, and the readers name the missing files.
+    """
     root = require_dir(root, "BraTS dataset folder")
     candidates = [p for p in root.iterdir() if p.is_dir()]
     candidates += [q for p in candidates for q in p.iterdir() if q.is_dir()]
-    cases = [c for c in candidates if _case_file(c, "flair") is not None]
+    cases = [c for c in candidates if _is_case_dir(c)]
     return sorted(cases, key=lambda c: c.name)
 
 
@@ -78,7 +91,8 @@ def brats_datalist(
     cases = find_brats_cases(dataset_dir)
     if not cases:
         raise FileNotFoundError(
-            f"no BraTS case folders (<case>/<case>_flair.nii.gz) found in '{dataset_dir}' or its sub-folders"
+            "no BraTS case folders (<case>/<case>_{t1,t2,t1ce,flair,seg}.nii.gz) found in "
+            f"'{dataset_dir}' or its sub-folders"
         )
     by_name = {c.name: c for c in cases}
     if split == "all":
@@ -95,44 +109,52 @@ def brats_inference_datalist(
     dataset_dir: str | os.PathLike,
     report_dir: str | os.PathLike | None = None,
     modalities: Sequence[str] = BRATS_MODALITIES,
+    output_dir: str | os.PathLike | None = None,
+    output_key: str = "output",
+    output_postfix: str = "seg",
+    output_ext: str = ".nii.gz",
+    skip_existing: bool = False,
 ) -> list[dict]:
     """Inference items from BraTS case folders and/or 4-channel NIfTI files directly in ``dataset_dir``.
 
     Case folders missing a modality and unreadable or wrongly shaped files are logged and skipped (see
-    :func:`medattn_networks.engine.inference_datalist`).
+    :func:`medattn_networks.engine.inference_datalist`). With ``output_dir`` (default ``report_dir``) each item
+    gets ``output_key``: ``<case>_<postfix><ext>`` for a case folder, ``<stem>_<postfix><ext>`` for a file (distinct
+    names, see :func:`medattn_networks.data.output_names`); ``skip_existing`` leaves out inputs already segmented.
     """
+    from medattn_networks.data.scans import output_names
+
     folder = require_dir(dataset_dir, "input folder")
-    items, skipped = [], []
-    for case_dir in find_brats_cases(folder):
-        try:
-            item = _case_item(case_dir, False, modalities)
-        except FileNotFoundError as e:
-            skipped.append((str(case_dir), str(e)))
+    candidates = [(case_dir, True) for case_dir in find_brats_cases(folder)]
+    candidates += [(path, False) for path in sorted(p for p in folder.iterdir() if is_nifti(p))]
+    out_dir = output_dir if output_dir is not None else report_dir
+    names = output_names([c for c, _ in candidates], output_postfix, output_ext) if out_dir is not None else [None] * len(candidates)
+    items, skipped, done = [], [], 0
+    for (source, is_case), name in zip(candidates, names):
+        output = {output_key: str(Path(out_dir) / name)} if name is not None else {}
+        if skip_existing and output and Path(output[output_key]).exists():
+            logger.info("%s: already segmented (%s); left out", source, output[output_key])
+            done += 1
             continue
-        problems = [f"{Path(f).name}: {p}" for f in item["image"] if (p := check_nifti(f, 1)) is not None]
-        if problems:
-            skipped.append((str(case_dir), "; ".join(problems)))
+        if is_case:
+            try:
+                item = _case_item(source, False, modalities)
+            except FileNotFoundError as e:
+                skipped.append((str(source), str(e)))
+                continue
+            problems = [f"{Path(f).name}: {p}" for f in item["image"] if (p := check_nifti(f, 1)) is not None]
+            if problems:
+                skipped.append((str(source), "; ".join(problems)))
+            else:
+                items.append({**item, **output})
         else:
-            items.append(item)
-    for path in sorted(p for p in folder.iterdir() if is_nifti(p)):
-        problem = check_nifti(path, len(modalities))
-        if problem is None:
-            items.append({"image": str(path), "case": path.name})
-        else:
-            skipped.append((str(path), problem))
+            problem = check_nifti(source, len(modalities))
+            if problem is None:
+                items.append({"image": str(source), "case": source.name, **output})
+            else:
+                skipped.append((str(source), problem))
     nothing_found = f"no BraTS case folders and no {len(modalities)}-channel .nii/.nii.gz files in input folder '{folder}'"
-    return settle_inputs(folder, items, skipped, report_dir, nothing_found)
-
-
-def brats_name_formatter(metadict: dict, saver: object) -> dict:
-    """SaveImage name formatter: ``<case>`` for a case folder (its first modality file minus the suffix)."""
-    source = metadict.get("filename_or_obj", "") if metadict else ""
-    stem = nifti_stem(source)
-    for modality in BRATS_MODALITIES:
-        if stem.endswith(f"_{modality}") and Path(source).parent.name == stem[: -len(modality) - 1]:
-            stem = stem[: -len(modality) - 1]
-            break
-    return {"subject": stem, "idx": metadict.get("patch_index") if metadict else None}
+    return settle_inputs(folder, items, skipped, report_dir, nothing_found, already_done=done)
 
 
 class BratsRegionsd(MapTransform):

@@ -1,7 +1,10 @@
 """File-system checks shared by the dataset readers, with errors that name the path and the problem.
 
-A NIfTI file that cannot be read whole (not NIfTI, truncated, wrong channel count) is reported by name and left
-out of an inference run, so one bad scan never stops the others from being segmented.
+A NIfTI file that cannot be read whole (not NIfTI, truncated, wrong channel count, RGB/vector pixels, more voxels
+than :data:`MAX_VOXELS`) is reported by name and left out of an inference run, so one bad scan never stops the
+others from being segmented. The checks read the header only; the voxel data of a ``.nii.gz`` file is inflated in
+chunks just far enough to know that it is all there, and never when the header already fails a check (so a
+decompression bomb -- a tiny gzip whose header promises 1000**3 voxels -- is rejected without inflating it).
 """
 
 from __future__ import annotations
@@ -16,12 +19,37 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-__all__ = ["NIFTI_SUFFIXES", "SKIPPED_REPORT", "is_nifti", "require_dir", "nifti_stem", "check_nifti", "settle_inputs", "write_skipped_report"]
+from medattn_networks.errors import MissingPathError, NoUsableInputError
+
+__all__ = [
+    "MAX_VOXELS",
+    "NIFTI_SUFFIXES",
+    "RGB_PROBLEM",
+    "SKIPPED_REPORT",
+    "is_nifti",
+    "require_dir",
+    "nifti_stem",
+    "check_nifti",
+    "gzip_payload_size",
+    "voxel_limit_problem",
+    "settle_inputs",
+    "write_skipped_report",
+]
 
 logger = logging.getLogger("medattn.inputs")
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 SKIPPED_REPORT = "skipped_inputs.csv"
+
+MAX_VOXELS = 512 * 512 * 2048
+"""Largest input accepted by the pre-checks, in voxels (all channels together): 2**29 voxels, 2 GiB as float32.
+
+Larger inputs (or headers that promise more, like a decompression bomb) are reported and skipped; pass
+``max_voxels`` to the checks or to :func:`medattn_networks.engine.inference_datalist` to change it."""
+
+RGB_PROBLEM = "RGB/vector pixels are not supported"
+_GZIP_CHUNK = 1 << 22  # bytes inflated per read while checking a .nii.gz payload
+_VECTOR_INTENTS = {1007, 2003, 2004}  # NIFTI_INTENT_VECTOR, NIFTI_INTENT_RGB_VECTOR, NIFTI_INTENT_RGBA_VECTOR
 
 
 def is_nifti(path: Path) -> bool:
@@ -42,26 +70,60 @@ def require_dir(path: str | os.PathLike, what: str) -> Path:
     """``path`` as a Path, or a FileNotFoundError saying which folder is missing."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
-        raise FileNotFoundError(f"{what} not found: '{folder}' is not a directory")
+        raise MissingPathError(f"{what} not found: '{folder}' is not a directory")
     return folder
 
 
-def _decompressed_size(path: Path) -> int:
-    """Bytes in a gzip stream, reading it to the end (raises on a truncated or corrupt stream)."""
+def voxel_limit_problem(voxels: int, max_voxels: int | None) -> str | None:
+    """``"N voxels exceed the limit M"`` when ``voxels > max_voxels`` (None: no limit)."""
+    if max_voxels is not None and voxels > max_voxels:
+        return f"{voxels} voxels exceed the limit {max_voxels}"
+    return None
+
+
+def gzip_payload_size(path: str | os.PathLike, needed: int, offset: int = 0, chunk: int = _GZIP_CHUNK) -> int:
+    """Bytes a gzip stream holds, counted up to ``needed`` only: inflation stops as soon as ``needed`` bytes are
+    there (at most ``chunk`` bytes in memory, never more than ``needed`` inflated). Raises ``EOFError`` /
+    ``OSError`` / ``zlib.error`` on a stream that is cut or corrupt before that point.
+
+    Args:
+        path: file holding the stream.
+        needed: bytes the caller expects.
+        offset: where the gzip stream starts in the file.
+        chunk: bytes inflated per read.
+    """
     total = 0
-    with gzip.open(path, "rb") as stream:
-        while chunk := stream.read(1 << 22):
-            total += len(chunk)
+    with open(path, "rb") as raw:
+        raw.seek(offset)
+        with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+            while total < needed:
+                block = stream.read(min(chunk, needed - total))
+                if not block:
+                    break
+                total += len(block)
     return total
 
 
-def check_nifti(path: str | os.PathLike, num_channels: int | None = None, spatial_dims: int = 3) -> str | None:
-    """The problem with one NIfTI file, or None when it can be read whole and has the expected channels.
+def _is_non_scalar(header) -> bool:
+    dtype = header.get_data_dtype()
+    return dtype.fields is not None or dtype.kind == "c" or int(header.get("intent_code", 0)) in _VECTOR_INTENTS
+
+
+def check_nifti(
+    path: str | os.PathLike, num_channels: int | None = None, spatial_dims: int = 3, max_voxels: int | None = MAX_VOXELS
+) -> str | None:
+    """The problem with one NIfTI file (one line), or None when it can be read whole and has the expected channels.
+
+    Checks, in order, from the header alone: readable NIfTI header; scalar pixels (RGB/RGBA/complex dtypes, vector
+    intents or a 5th axis longer than 1 give :data:`RGB_PROBLEM`); ``spatial_dims`` axes and ``num_channels``;
+    at most ``max_voxels`` voxels. Only then is the data size checked: the file size of a ``.nii``, the inflated
+    size of a ``.nii.gz`` (inflated chunk by chunk and only up to the byte count the header promises).
 
     Args:
         path: .nii or .nii.gz file.
         num_channels: expected channel count (a 4th axis of that length; a plain 3D volume counts as 1 channel).
         spatial_dims: expected spatial dimensions.
+        max_voxels: largest accepted voxel count, all channels together (None: no limit).
     """
     path = Path(path)
     try:
@@ -70,6 +132,8 @@ def check_nifti(path: str | os.PathLike, num_channels: int | None = None, spatia
         return f"not a readable NIfTI file ({type(e).__name__}: {e})"
     header = image.header
     shape = tuple(int(s) for s in image.shape)
+    if _is_non_scalar(header) or (len(shape) > 4 and shape[4] > 1):  # NIfTI keeps vector components on axis 5
+        return RGB_PROBLEM
     if len(shape) < spatial_dims or any(s < 1 for s in shape):
         return f"expected a {spatial_dims}D image, found shape {shape}"
     extra = shape[spatial_dims:]
@@ -78,10 +142,13 @@ def check_nifti(path: str | os.PathLike, num_channels: int | None = None, spatia
         return f"expected a {spatial_dims}D image with channels on axis {spatial_dims + 1}, found shape {shape}"
     if num_channels is not None and channels != num_channels:
         return f"expected {num_channels} channel(s), found {channels} (shape {shape})"
+    voxels = int(np.prod(shape, dtype=object))
+    if problem := voxel_limit_problem(voxels, max_voxels):
+        return problem
     offset = int(getattr(image.dataobj, "offset", header.get_data_offset()))  # where the voxels really start
-    expected = offset + int(np.prod(shape)) * header.get_data_dtype().itemsize
+    expected = offset + voxels * header.get_data_dtype().itemsize
     try:
-        available = _decompressed_size(path) if path.name.lower().endswith(".gz") else path.stat().st_size
+        available = gzip_payload_size(path, expected) if path.name.lower().endswith(".gz") else path.stat().st_size
     except (OSError, EOFError, zlib.error) as e:
         return f"damaged or truncated gzip data ({type(e).__name__}: {e})"
     if available < expected:
@@ -95,6 +162,7 @@ def settle_inputs(
     skipped: list[tuple[str, str]],
     report_dir: str | os.PathLike | None,
     nothing_found: str,
+    already_done: int = 0,
 ) -> list[dict]:
     """Log every skipped input, write (or clear) the skipped report, and fail when nothing is left.
 
@@ -103,17 +171,23 @@ def settle_inputs(
         items: inputs that can be segmented.
         skipped: ``(path, problem)`` of each input that cannot.
         report_dir: where ``skipped_inputs.csv`` goes (None: no report).
-        nothing_found: FileNotFoundError message when there were no candidate inputs at all.
+        nothing_found: NoUsableInputError message when there were no candidate inputs at all.
+        already_done: inputs left out because their label map exists (``skip_existing``); when nothing else is
+            left the result is an empty list, not an error.
     """
     for path, problem in skipped:
         logger.error("%s: %s; skipped", path, problem)
     if report_dir is not None:
         write_skipped_report(report_dir, skipped)
+    if already_done:
+        logger.info("%d input(s) in %s already segmented, left out", already_done, folder)
+        if not items:
+            return []
     if not items:
         if not skipped:
-            raise FileNotFoundError(nothing_found)
+            raise NoUsableInputError(nothing_found)
         details = "; ".join(f"{p}: {why}" for p, why in skipped)
-        raise ValueError(f"none of the {len(skipped)} input(s) in '{folder}' can be segmented: {details}")
+        raise NoUsableInputError(f"none of the {len(skipped)} input(s) in '{folder}' can be segmented: {details}")
     logger.info("%d input(s) to segment in %s%s", len(items), folder, f", {len(skipped)} skipped" if skipped else "")
     return items
 

@@ -22,6 +22,8 @@ __all__ = [
     "make_synapse_transunet",
     "make_acdc_h5",
     "make_mr_nifti_folder",
+    "SAMPLE_LAYOUTS",
+    "make_sample_data",
 ]
 
 
@@ -297,3 +299,72 @@ def make_mr_nifti_folder(
         affine[:3, 3] = [-30.0, 20.0, -15.0 * i]
         nib.save(nib.Nifti1Image(image, affine), str(root / f"image_{i}.nii.gz"))
     return root
+
+
+# ------------------------------------------------------------------------------------- one entry per layout
+# layout -> what it writes and which reader of medattn_networks reads it
+SAMPLE_LAYOUTS = {
+    "nifti": "flat folder image_N.nii.gz (an inference input; engine.inference_datalist)",
+    "msd": "imagesTr/ and labelsTr/ case_NNN.nii.gz (msd_datalist)",
+    "brats": "HGG|LGG/<case>/<case>_{t1,t2,t1ce,flair,seg}.nii.gz (brats_datalist, brats_inference_datalist)",
+    "synapse": "TransUNet train_npz/, test_vol_h5/, lists/lists_Synapse/ (synapse_datalist)",
+    "btcv": "raw BTCV img/imgNNNN.nii.gz, label/labelNNNN.nii.gz (btcv_datalist)",
+    "acdc": "SSL4MIS h5: data/*.h5, train_slices.list, val.list (acdc_datalist)",
+}
+
+
+def _split_count(num: int) -> tuple[int, int]:
+    """(training, held-out) case counts of ``num`` cases: half each, the odd one to training."""
+    return num - num // 2, num // 2
+
+
+def make_sample_data(root: str | os.PathLike, layout: str = "nifti", num: int = 4, seed: int = 0) -> Path:
+    """Write ``num`` small synthetic cases in one of the published layouts (:data:`SAMPLE_LAYOUTS`) under ``root``.
+
+    * ``nifti``: ``num`` images in a flat folder (:func:`make_nifti_folder`);
+    * ``msd``: ``num`` image/label pairs (:func:`make_msd_task`);
+    * ``brats``: ``num`` case folders under HGG/ and LGG/ (:func:`make_brats_cases`);
+    * ``synapse``: TransUNet's preprocessed layout (:func:`make_synapse_transunet`), ``num`` cases (2-30) named
+      after TransUNet's split: half of them (the odd one, and any beyond 12 test cases, too) training cases
+      (npz slices in ``train.txt``), the rest test volumes (``test_vol.txt``);
+    * ``btcv``: the raw BTCV layout (:func:`make_btcv_cases`), ``num`` cases (1-30) named as for ``synapse``;
+      read them with ``btcv_datalist(root, "all")`` or by ``cases`` (the full TransUNet splits are 18 / 12);
+    * ``acdc``: the SSL4MIS h5 layout (:func:`make_acdc_h5`), ``num`` volumes (at least 2) ``patientNNN_frame01``:
+      the first half training (volumes and slices in ``train_slices.list``), the rest in ``val.list``.
+
+    Args:
+        root: output folder (made if missing; files of the same names are overwritten).
+        layout: one of ``nifti``, ``msd``, ``brats``, ``synapse``, ``btcv``, ``acdc``.
+        num: number of images / cases / volumes.
+        seed: random seed (same seed, same files).
+
+    Returns:
+        ``root`` as a Path.
+    """
+    if layout not in SAMPLE_LAYOUTS:
+        raise ValueError(f"unknown layout '{layout}': choose one of {', '.join(SAMPLE_LAYOUTS)}")
+    num = int(num)
+    minimum = 2 if layout in ("synapse", "acdc") else 1
+    maximum = 30 if layout in ("synapse", "btcv") else None  # the 30 labelled BTCV cases of TransUNet's split
+    if num < minimum or (maximum is not None and num > maximum):
+        bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise ValueError(f"num must be {bounds} for layout '{layout}', got {num}")
+    if layout == "nifti":
+        return make_nifti_folder(root, num, seed=seed)
+    if layout == "msd":
+        return make_msd_task(root, num, seed=seed)
+    if layout == "brats":
+        return make_brats_cases(root, num, seed=seed)
+    num_train, num_held_out = _split_count(num)
+    if layout == "acdc":
+        names = [f"patient{i + 1:03d}_frame01" for i in range(num)]
+        return make_acdc_h5(root, names[:num_train], names[num_train:], seed=seed)
+    from medattn_networks.data.synapse import SYNAPSE_TEST_CASES, SYNAPSE_TRAIN_CASES
+
+    if num_held_out > len(SYNAPSE_TEST_CASES):  # over 24 cases: all 12 test cases, the rest training (18 at most)
+        num_held_out = len(SYNAPSE_TEST_CASES)
+        num_train = num - num_held_out
+    train, test = SYNAPSE_TRAIN_CASES[:num_train], SYNAPSE_TEST_CASES[:num_held_out]
+    if layout == "synapse":
+        return make_synapse_transunet(root, train, test, seed=seed)
+    return make_btcv_cases(root, (*train, *test), seed=seed)

@@ -8,7 +8,7 @@ from medattn_networks.engine.cam import (
     normalize_maps,
 )
 from medattn_networks.engine.handlers import NamedMetricsSaver, ProgressLogger
-from medattn_networks.engine.inputs import inference_datalist, require_checkpoint, with_weights
+from medattn_networks.engine.inputs import SaveLabelMapd, inference_datalist, require_checkpoint, with_weights
 
 __all__ = [
     "CAMHandler",
@@ -21,6 +21,7 @@ __all__ = [
     "NamedMetricsSaver",
     "ProgressLogger",
     "inference_datalist",
+    "SaveLabelMapd",
     "require_checkpoint",
     "with_weights",
 ]
@@ -64,3 +65,46 @@ __all__ += ["FlopCounter", "count_flops", "count_params", "format_count"]
 from medattn_networks.engine.bundle_helpers import flag, pick, slices_first_order  # noqa: E402
 
 __all__ += ["flag", "pick", "slices_first_order"]
+
+from medattn_networks.engine.checkpoints import (  # noqa: E402
+    BestModelSaver,
+    EpochSeeder,
+    TrainingStateSaver,
+    WeightsLoader,
+    atomic_save,
+    latest_state,
+    load_weights,
+    promote,
+    resume_checkpoint,
+    run_folder,
+    sha256_file,
+)
+from medattn_networks.engine.runtime import finish_inference, require_writable, running_from_cli, start_run  # noqa: E402
+from medattn_networks.engine.segmenter import FolderSegmenter, SkipOnErrorDataset  # noqa: E402
+from medattn_networks.engine.tracking import CurvePlotter, LearningRateLogger, NullWriter, plot_run, read_scalars, summary_writer  # noqa: E402
+
+__all__ += [
+    "BestModelSaver",
+    "EpochSeeder",
+    "TrainingStateSaver",
+    "WeightsLoader",
+    "atomic_save",
+    "latest_state",
+    "load_weights",
+    "promote",
+    "resume_checkpoint",
+    "run_folder",
+    "sha256_file",
+    "finish_inference",
+    "require_writable",
+    "running_from_cli",
+    "start_run",
+    "FolderSegmenter",
+    "SkipOnErrorDataset",
+    "CurvePlotter",
+    "LearningRateLogger",
+    "NullWriter",
+    "plot_run",
+    "read_scalars",
+    "summary_writer",
+]

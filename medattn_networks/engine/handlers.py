@@ -21,10 +21,12 @@ class ProgressLogger:
     Args:
         image_key: key whose MetaTensor carries ``filename_or_obj``.
         name: logger name.
+        prefix: put before each line (e.g. "validation").
     """
 
-    def __init__(self, image_key: str = "image", name: str = "medattn.progress") -> None:
+    def __init__(self, image_key: str = "image", name: str = "medattn.progress", prefix: str = "") -> None:
         self.image_key = image_key
+        self.prefix = f"{prefix} " if prefix else ""
         self.logger = logging.getLogger(name)
         self.start = 0.0
 
@@ -44,8 +46,17 @@ class ProgressLogger:
             name = meta.get("filename_or_obj", "?")
             names.extend(name if isinstance(name, (list, tuple)) else [name])
         total = engine.state.epoch_length or "?"
+        skipped = getattr(engine.state, "skipped_input", None)
+        if skipped:
+            self.logger.info("%s%s/%s skipped (%.1f s): %s", self.prefix, engine.state.iteration, total, time.perf_counter() - self.start, skipped[0])
+            return
         self.logger.info(
-            "%s/%s done (%.1f s): %s", engine.state.iteration, total, time.perf_counter() - self.start, ", ".join(map(str, names))
+            "%s%s/%s done (%.1f s): %s",
+            self.prefix,
+            engine.state.iteration,
+            total,
+            time.perf_counter() - self.start,
+            ", ".join(map(str, names)),
         )
 
 

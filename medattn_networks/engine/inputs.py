@@ -1,18 +1,26 @@
-"""Bundle glue around the inputs of a run: the NIfTI files of an inference folder (checked by
-:func:`medattn_networks.data.check_nifti` before any is run) and the checkpoint a network loads."""
+"""Bundle glue around the inputs of a run: the scans of an inference folder (NIfTI, NRRD, MetaImage files and
+DICOM series folders, checked by :func:`medattn_networks.data.check_scan` before any is run), the label map written
+for each of them (:class:`SaveLabelMapd`) and the checkpoint a network loads."""
 
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Hashable, Mapping, Sequence
 
+import numpy as np
 import torch
+from monai.config import DtypeLike, KeysCollection
+from monai.data import ImageWriter
+from monai.transforms import MapTransform
+from monai.utils import ensure_tuple, ensure_tuple_rep
 
-from medattn_networks.data.files import check_nifti, is_nifti, require_dir, settle_inputs
+from medattn_networks.data.files import MAX_VOXELS, require_dir, settle_inputs, write_skipped_report
+from medattn_networks.data.scans import ITK_SUFFIXES, check_scan, list_scans, output_names
+from medattn_networks.errors import NoUsableInputError, WeightsError
 
-__all__ = ["inference_datalist", "require_checkpoint", "with_weights"]
+__all__ = ["inference_datalist", "SaveLabelMapd", "require_checkpoint", "with_weights"]
 
 logger = logging.getLogger("medattn.inputs")
 
@@ -23,55 +31,242 @@ def inference_datalist(
     report_dir: str | os.PathLike | None = None,
     image_key: str = "image",
     checker: Callable[[Path], str | None] | None = None,
+    *,
+    output_dir: str | os.PathLike | None = None,
+    output_key: str = "output",
+    output_postfix: str = "seg",
+    output_ext: str = ".nii.gz",
+    skip_existing: bool = False,
+    max_voxels: int | None = MAX_VOXELS,
 ) -> list[dict]:
-    """One ``{image_key: path}`` item per good NIfTI file in ``dataset_dir`` (sorted; sub-folders ignored).
+    """One ``{image_key: path, output_key: label map path}`` item per good input in ``dataset_dir``, sorted by name.
 
-    Bad files are logged as ``<file>: <problem>`` and, with ``report_dir``, listed in ``skipped_inputs.csv``
-    there. A missing folder, a folder without NIfTI files, or a folder of bad files only raises.
+    Inputs are the ``.nii`` / ``.nii.gz``, ``.nrrd`` / ``.nhdr``, ``.mha`` / ``.mhd`` files and the DICOM series
+    sub-folders (one series each) directly in ``dataset_dir``; hidden entries, other files and other sub-folders
+    are ignored. Each is checked from its header (:func:`medattn_networks.data.check_scan`: readable, scalar
+    pixels, 3D with ``num_channels``, at most ``max_voxels`` voxels, data not truncated); bad ones are logged as
+    ``<input>: <problem>`` and, with ``report_dir``, listed in ``skipped_inputs.csv`` there. A missing folder, a
+    folder without inputs, or a folder of bad inputs only raises.
+
+    The label map of an input is ``<output_dir>/<stem>_<output_postfix><output_ext>`` (stem: the file name
+    without its format suffix, or the DICOM folder's name). Inputs that would share a name (``case.nii`` and
+    ``case.nii.gz``) all get one: the later ones in sorted order ``<stem>_2``, ``<stem>_3``, ... with a warning
+    (:func:`medattn_networks.data.output_names`; names are given over all inputs, good or bad, so they do not
+    change when a bad input is repaired). With ``skip_existing`` inputs whose label map exists are left out
+    ("already segmented", not checked); when that leaves none the list is empty (logged, not an error).
 
     Args:
-        dataset_dir: folder of .nii / .nii.gz images.
+        dataset_dir: folder of inputs.
         num_channels: channels each image must have (None: do not check).
-        report_dir: where to write the list of skipped files (usually the output folder).
+        report_dir: where to write the list of skipped inputs (usually the output folder).
         image_key: key of the image path in each item.
-        checker: replaces :func:`check_nifti` (path → problem or None).
+        checker: replaces :func:`medattn_networks.data.check_scan` (path → problem or None).
+        output_dir: folder of the label maps (default ``report_dir``; both None: items get no ``output_key``).
+        output_key: key of the label map path in each item (read by :class:`SaveLabelMapd`).
+        output_postfix: appended to the stem with ``_`` ("" for none).
+        output_ext: label map extension (``.nii.gz``, ``.nii``; ITK extensions need ``SaveLabelMapd(writer="ITKWriter")``).
+        skip_existing: leave out inputs whose label map already exists.
+        max_voxels: largest accepted input in voxels, all channels together (None: no limit).
     """
     folder = require_dir(dataset_dir, "input folder")
-    files = sorted(p for p in folder.iterdir() if is_nifti(p))
-    if not files:
-        raise FileNotFoundError(f"no .nii or .nii.gz files in input folder '{folder}'")
-    check = checker or (lambda p: check_nifti(p, num_channels))
-    good, skipped = [], []
-    for path in files:
+    nothing = (
+        f"no .nii or .nii.gz files (nor {', '.join(ITK_SUFFIXES)} files or DICOM series folders) "
+        f"in input folder '{folder}'"
+    )
+    inputs = list_scans(folder)
+    if not inputs:
+        raise NoUsableInputError(nothing)
+    out_dir = output_dir if output_dir is not None else report_dir
+    if skip_existing and out_dir is None:
+        raise ValueError("skip_existing needs output_dir (or report_dir) to know where the label maps are")
+    names = output_names(inputs, output_postfix, output_ext) if out_dir is not None else [None] * len(inputs)
+    check = checker or (lambda p: check_scan(p, num_channels, max_voxels=max_voxels))
+    good, skipped, done = [], [], []
+    for path, name in zip(inputs, names):
+        item = {image_key: str(path)}
+        if name is not None:
+            item[output_key] = str(Path(out_dir) / name)
+            if skip_existing and Path(item[output_key]).exists():
+                logger.info("%s: already segmented (%s); left out", path, item[output_key])
+                done.append(item)
+                continue
         problem = check(path)
         if problem is None:
-            good.append({image_key: str(path)})
+            good.append(item)
         else:
             skipped.append((str(path), problem))
-    return settle_inputs(folder, good, skipped, report_dir, f"no .nii or .nii.gz files in input folder '{folder}'")
+    return settle_inputs(folder, good, skipped, report_dir, nothing, already_done=len(done))
+
+
+def _suffix(name: str) -> str:
+    """The format extension of a file name: ``.nii.gz`` / ``.nrrd.gz`` style double suffixes included."""
+    suffixes = Path(name).suffixes
+    if len(suffixes) >= 2 and suffixes[-1].lower() == ".gz":
+        return "".join(suffixes[-2:])
+    return suffixes[-1] if suffixes else ""
+
+
+def _resolve_writer(writer):
+    if isinstance(writer, str):
+        import monai.data
+
+        found = getattr(monai.data, writer, None)
+        if found is None:
+            from pydoc import locate
+
+            found = locate(writer)
+        if found is None:
+            raise ValueError(f"unknown image writer '{writer}' (a monai.data writer name or a dotted path)")
+        return found
+    return writer
+
+
+class SaveLabelMapd(MapTransform):
+    """Write each label map to the path in ``data[output_key]``, atomically, in the space of its input.
+
+    For the per-item dicts of a ``SupervisedEvaluator``'s postprocessing (decollated; a batch of one is accepted
+    too): ``data[key]`` is the ``(1, X, Y, Z)`` or ``(X, Y, Z)`` label MetaTensor after ``Invertd``, whose
+    ``meta["affine"]`` is the input's affine (what MONAI's ``SaveImage(resample=False)`` writes as well). The file
+    holds ``output_dtype`` values with the input's shape (channel squeezed) and that affine (NIfTI qform and sform,
+    code 1, so nibabel reads the same affine back). It is written as ``.<name>.tmp-<pid><ext>`` in the target folder
+    and moved to its name with ``os.replace``; on any error the temporary file is removed and the error re-raised,
+    so a label map at its final name is always complete. ``meta["saved_to"]`` receives the path.
+
+    Args:
+        keys: label map keys.
+        output_key: key (one per key, or one for a single key) of the target path, from
+            :func:`inference_datalist`.
+        output_dtype: dtype written (values outside its range raise).
+        writer: a MONAI image writer class or its name in ``monai.data`` ("NibabelWriter", "ITKWriter") or a
+            dotted path.
+        allow_missing_keys: do not fail on a missing key.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "pred",
+        output_key: str | Sequence[str] = "output",
+        output_dtype: DtypeLike = np.uint8,
+        writer: str | type = "NibabelWriter",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        output_keys = ensure_tuple(output_key)
+        if len(output_keys) == 1:
+            output_keys = ensure_tuple_rep(output_keys[0], len(self.keys))
+        if len(output_keys) != len(self.keys) or (len(self.keys) > 1 and len(set(output_keys)) < len(self.keys)):
+            raise ValueError(f"SaveLabelMapd needs one output key per key, got keys {self.keys} and {output_key}")
+        self.output_keys = output_keys
+        self.output_dtype = np.dtype(output_dtype) if output_dtype is not None else None
+        self.writer = writer
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        for key, out_key in self.key_iterator(d, self.output_keys):
+            target = d[out_key]
+            if isinstance(target, (list, tuple)):
+                if len(target) != 1:
+                    raise ValueError(f"SaveLabelMapd writes one item at a time, got {len(target)} paths in '{out_key}'")
+                target = target[0]
+            self.write(d[key], target, d.get(f"{key}_meta_dict"))
+        return d
+
+    def write(self, label, path: str | os.PathLike, meta: Mapping | None = None) -> str:
+        """Write one label map to ``path`` atomically; returns the path."""
+        array, affine, spatial_shape = self._label_and_affine(label, meta)
+        path = Path(path)
+        source = (getattr(label, "meta", None) or meta or {}).get("filename_or_obj", "label map")
+        if spatial_shape is not None and tuple(spatial_shape) != array.shape:
+            raise ValueError(
+                f"{source}: the label map has shape {array.shape} but its input had {tuple(spatial_shape)} "
+                "(invert the preprocessing with Invertd before SaveLabelMapd)"
+            )
+        array = self._cast(array, source)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ext = _suffix(path.name)
+        stem = path.name[: len(path.name) - len(ext)] if ext else path.name
+        tmp = path.parent / f".{stem}.tmp-{os.getpid()}{ext}"
+        try:
+            writer = _resolve_writer(self.writer)(output_dtype=self.output_dtype)
+            writer.set_data_array(array, channel_dim=None)
+            if isinstance(writer, ImageWriter):
+                # what set_metadata(resample=False) would leave, set directly: MONAI 1.6.1's set_metadata takes a
+                # channel-less array for 2D and fails on affines whose first two axes leave the x-y plane (sagittal
+                # or coronal storage); this also keeps a trailing 1-long axis (a one-slice series) that
+                # set_data_array squeezes
+                writer.data_obj, writer.affine = array, affine
+            else:
+                writer.set_metadata({"affine": affine, "original_affine": affine, "spatial_shape": array.shape}, resample=False)
+            writer.write(str(tmp), verbose=False)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        if hasattr(label, "meta"):
+            label.meta["saved_to"] = str(path)
+        logger.debug("%s: label map written to %s", source, path)
+        return str(path)
+
+    @staticmethod
+    def _label_and_affine(label, meta: Mapping | None):
+        meta = dict(getattr(label, "meta", None) or meta or {})
+        affine = meta.get("affine")
+        if affine is None:
+            raise ValueError("SaveLabelMapd: the label map carries no affine (a MetaTensor after Invertd is expected)")
+        affine = np.asarray(affine.detach().cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
+        array = label.detach().cpu().numpy() if isinstance(label, torch.Tensor) else np.asarray(label)
+        if affine.ndim == 3:  # a batch of one that was not decollated
+            if affine.shape[0] != 1:
+                raise ValueError(f"SaveLabelMapd writes one item at a time, got a batch of {affine.shape[0]}")
+            affine = affine[0]
+            if array.ndim == 5:
+                array = array[0]
+        if array.ndim == 4:
+            if array.shape[0] != 1:
+                raise ValueError(f"expected a one-channel label map, got shape {array.shape} (apply AsDiscreted argmax)")
+            array = array[0]
+        if array.ndim != 3:
+            raise ValueError(f"expected a (1, X, Y, Z) or (X, Y, Z) label map, got shape {array.shape}")
+        shape = meta.get("spatial_shape")
+        if shape is not None:
+            shape = np.asarray(shape.detach().cpu() if isinstance(shape, torch.Tensor) else shape).reshape(-1)
+            shape = tuple(int(s) for s in shape) if shape.size == 3 else None
+        return array, affine, shape
+
+    def _cast(self, array: np.ndarray, source) -> np.ndarray:
+        dtype = self.output_dtype
+        if dtype is None:
+            return array
+        if np.issubdtype(dtype, np.integer):
+            if array.dtype.kind == "f":
+                if not np.isfinite(array).all():
+                    raise ValueError(f"{source}: the label map holds non-finite values")
+                array = np.rint(array)
+            info = np.iinfo(dtype)
+            if array.size and (array.min() < info.min or array.max() > info.max):
+                raise ValueError(
+                    f"{source}: label values {array.min():g}..{array.max():g} do not fit {dtype.name}"
+                )
+        return array.astype(dtype, copy=False)
 
 
 def require_checkpoint(path: str | os.PathLike) -> str:
-    """``path`` if it is a file, else a FileNotFoundError telling the user how to get weights."""
+    """``path`` if it is a file, else a WeightsError telling the user how to get weights."""
     if not Path(path).is_file():
-        raise FileNotFoundError(
-            f"no weights at '{path}': train the bundle first (run training), point --ckpt_path at a state dict, "
-            "or pass --load_pretrain False to run with random weights"
-        )
+        from medattn_networks.engine.checkpoints import missing_weights_message
+
+        raise WeightsError(missing_weights_message(path))
     return str(path)
 
 
 def with_weights(network: torch.nn.Module, path: str | os.PathLike | None, device: str | torch.device = "cpu"):
     """``network`` with the state dict at ``path`` loaded (strict), or unchanged when ``path`` is None.
 
-    Used by train.json's ``load_pretrain`` to fine-tune from a checkpoint; the weights are mapped to ``device``.
+    Used by train.json's ``load_pretrain`` to fine-tune from a checkpoint; the weights are mapped to ``device``. A
+    missing file or weights that do not fit raise a WeightsError naming the file and the first mismatching key.
     """
     if path is None:
         return network
-    state = torch.load(require_checkpoint(path), map_location=device, weights_only=True)
-    try:
-        network.load_state_dict(state)
-    except RuntimeError as e:
-        raise RuntimeError(f"weights in '{path}' do not fit the configured network: {e}") from None
-    logger.info("loaded weights from %s", path)
-    return network
+    from medattn_networks.engine.checkpoints import load_weights
+
+    return load_weights(network, path, device)

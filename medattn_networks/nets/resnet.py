@@ -409,6 +409,53 @@ _HAM_RENAMES = {
     "ham_out.conv.": "ham.ham_out.0.",
     "ham_out.gn.": "ham.ham_out.1.",
 }
+_WEIGHT_BIAS = ("weight", "bias")
+_BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+# Backbone plugins of DSNet's comparison table whose internals are named differently from ours. Key: the attribute
+# mmcv's ``build_plugin_layer`` gives the plugin in the bottleneck (the class name in snake case: ``SELayer`` →
+# ``se_layer``, ``CBAM`` → ``cbam``, ``EncModule`` → ``enc_module``); value: our registry name and, per released
+# sub-module, (released prefix, our prefix, the parameter / buffer names it holds). Every released key of these
+# plugins must match one row, so nothing is dropped or invented.
+_RELEASED_PLUGINS: dict[str, tuple[str, tuple[tuple[str, str, tuple[str, ...]], ...]]] = {
+    # SELayer: two mmcv ConvModules without norm (conv with bias), activations ReLU / HSigmoid.
+    "se_layer": ("se_mmseg", (("conv1.conv.", "conv1.", _WEIGHT_BIAS), ("conv2.conv.", "conv2.", _WEIGHT_BIAS))),
+    # CBAM (official Jongchan code): ChannelGate.mlp = (Flatten, Linear, ReLU, Linear); SpatialGate.spatial is a
+    # BasicConv (conv 2→1 without bias, BN).
+    "cbam": (
+        "cbam",
+        (
+            ("ChannelGate.mlp.1.", "mlp.0.", _WEIGHT_BIAS),
+            ("ChannelGate.mlp.3.", "mlp.2.", _WEIGHT_BIAS),
+            ("SpatialGate.spatial.conv.", "spatial_conv.", ("weight",)),
+            ("SpatialGate.spatial.bn.", "spatial_norm.", _BN),
+        ),
+    ),
+    # EncModule: encoding_project = ConvModule (conv without bias, bn, ReLU); encoding = (Encoding, BN1d, ReLU);
+    # fc = (Linear, Sigmoid).
+    "enc_module": (
+        "enc",
+        (
+            ("encoding_project.conv.", "project.0.", ("weight",)),
+            ("encoding_project.bn.", "project.1.", _BN),
+            ("encoding.0.", "", ("codewords", "scale")),
+            ("encoding.1.", "code_norm.", _BN),
+            ("fc.0.", "fc.", _WEIGHT_BIAS),
+        ),
+    ),
+}
+
+
+def _rename_released_plugin(plugin: str, rest: str, key: str) -> str:
+    """Our name (inside the plugin) for ``rest``, a key inside the released plugin ``plugin``; KeyError if unknown."""
+    registry_name, rows = _RELEASED_PLUGINS[plugin]
+    for old, new, leaves in rows:
+        if rest.startswith(old) and rest[len(old) :] in leaves:
+            return new + rest[len(old) :]
+    known = ", ".join(f"{old}{{{'|'.join(leaves)}}}" for old, _, leaves in rows)
+    raise KeyError(
+        f"unknown key '{rest}' of the released '{plugin}' plugin in '{key}' (our '{registry_name}' has no equivalent);"
+        f" known keys: {known}"
+    )
 
 
 def convert_mmseg_state_dict(
@@ -421,19 +468,33 @@ def convert_mmseg_state_dict(
     (``decode_head.convs.0.conv``/``.bn``, ``conv_cat``, ``conv_seg``, DAHead's ``pam_in_conv``...). Renamed here:
 
     - backbone plugins: mmseg names them after the plugin class (DSNet's ``DSA`` → ``dsa``, ``ContextBlock`` →
-      ``context_block``), this package after their slot; ``plugin_names`` maps one to the other, e.g.
-      ``{"dsa": "after_conv2"}``;
+      ``context_block``, ``SELayer`` → ``se_layer``, ``CBAM`` → ``cbam``, ``EncModule`` → ``enc_module``), this
+      package after their slot; ``plugin_names`` maps one to the other, e.g. ``{"dsa": "after_conv2"}`` or, for
+      the comparison table's SE / CBAM / EncNet rows, ``{"se_layer": "after_conv1"}``;
+    - the internals of three released plugins, to the registry modules the net must be built with
+      (``plugin=`` of :class:`ResNet`):
+
+      ``se_layer.conv{1,2}.conv.{weight,bias}`` → ``se_mmseg``'s ``conv{1,2}.{weight,bias}``;
+      ``cbam.ChannelGate.mlp.{1,3}.*`` → ``cbam``'s ``mlp.{0,2}.*``, ``cbam.SpatialGate.spatial.conv.weight`` →
+      ``spatial_conv.weight``, ``cbam.SpatialGate.spatial.bn.*`` → ``spatial_norm.*``;
+      ``enc_module.encoding_project.{conv,bn}.*`` → ``enc``'s ``project.{0,1}.*``,
+      ``enc_module.encoding.0.{codewords,scale}`` → ``codewords``, ``scale``, ``enc_module.encoding.1.*`` (the
+      BatchNorm1d over the codes) → ``code_norm.*``, ``enc_module.fc.0.*`` → ``fc.*``.
+      Any other key inside these three plugins raises a ``KeyError`` naming it. Released options without an
+      equivalent here: CBAM's ``no_spatial=True`` (no ``SpatialGate`` keys; ours always has the spatial gate — a
+      ``ValueError`` says so) and CBAM on fewer channels than its ratio (the released MLP is ``C // r`` wide, 0 for
+      C < r; ours is at least 1 wide, so such a checkpoint fails on shapes);
     - the head's attention block (``dsn_block``, ``ea_block``, ``cca``, ``gc_block``) → ``attention``;
     - mmcv ``Scale`` parameters (``gamma.scale``, a 0-d tensor) → ``gamma`` of shape (1,);
     - DSNet's HamHead ``ham_in.conv`` / ``ham_out.conv`` / ``ham_out.gn`` → the ``ham`` module's
       ``ham_in`` / ``ham_out.0`` / ``ham_out.1``.
 
-    ``data_preprocessor`` entries are dropped and a ``state_dict`` wrapper is removed. Module internals otherwise
-    follow each registry module's docstring (DSM, EA, PSA, CCA, GC, DANet use the reference names).
+    ``data_preprocessor`` entries are dropped and a ``state_dict`` wrapper is removed. Module internals of other
+    plugins follow each registry module's docstring (DSM, EA, PSA, CCA, GC, DANet use the reference names).
 
     Args:
         state_dict: the mmseg checkpoint's state dict (or the whole checkpoint dict).
-        plugin_names: mmseg plugin attribute → slot name.
+        plugin_names: mmseg plugin attribute → slot name (``after_conv1``, ``after_conv2`` or ``after_conv3``).
 
     Returns:
         The renamed state dict, ready for ``SegmentationNet.load_state_dict``.
@@ -441,16 +502,26 @@ def convert_mmseg_state_dict(
     if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
         state_dict = state_dict["state_dict"]
     renames = dict(plugin_names or {})
+    for name, slot in renames.items():
+        if slot not in PLUGIN_POSITIONS:
+            raise ValueError(f"plugin_names['{name}'] must be one of {PLUGIN_POSITIONS}, got '{slot}'")
     out: dict[str, torch.Tensor] = {}
+    cbam_parts: dict[str, set[str]] = {}
     for key, value in state_dict.items():
         if key.startswith("data_preprocessor."):
             continue
         parts = key.split(".")
         # backbone.layerI.J.<plugin>.rest
         if len(parts) > 4 and parts[0] == "backbone" and parts[1].startswith("layer") and parts[3] not in _BLOCK_KEYS:
-            if parts[3] not in renames:
-                raise KeyError(f"unknown block entry '{parts[3]}' in '{key}': pass plugin_names={{'{parts[3]}': slot}}")
-            parts[3] = renames[parts[3]]
+            plugin = parts[3]
+            if plugin not in renames:
+                raise KeyError(f"unknown block entry '{plugin}' in '{key}': pass plugin_names={{'{plugin}': slot}}")
+            rest = ".".join(parts[4:])
+            if plugin in _RELEASED_PLUGINS:
+                if plugin == "cbam":
+                    cbam_parts.setdefault(".".join(parts[:4]), set()).add(parts[4])
+                rest = _rename_released_plugin(plugin, rest, key)
+            parts = parts[:3] + [renames[plugin]] + rest.split(".")
         if len(parts) > 2 and parts[0] in ("decode_head", "auxiliary_head") and parts[1] in _HEAD_ATTENTION_NAMES:
             parts[1] = "attention"
         name = ".".join(parts)
@@ -462,4 +533,10 @@ def convert_mmseg_state_dict(
             name = name[: -len(".scale")]
             value = value.reshape(1)
         out[name] = value
+    for block, gates in cbam_parts.items():
+        if "SpatialGate" not in gates:
+            raise ValueError(
+                f"'{block}.cbam' has no SpatialGate (released CBAM with no_spatial=True): our 'cbam' always has the"
+                " spatial gate, so this checkpoint has no equivalent here"
+            )
     return out

@@ -133,6 +133,32 @@ def test_infer_workflow(bundle, trained, tmp_path):
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)
+def test_weightless_inference(bundle, trained, tmp_path):
+    """The model zoo's own weightless test: handlers#0#_disabled_ with no weights file anywhere."""
+    result = trained.get(bundle)
+    bundle_dir = vb.bundle_path(bundle)
+    in_channels = vb.check_metadata(bundle_dir)["network_data_format"]["inputs"]["image"]["num_channels"]
+    inputs = vb.make_inference_inputs(result["settings"], tmp_path / "in", in_channels)
+    vb.run_weightless_inference(bundle_dir, result["settings"], tmp_path / "in", tmp_path / "out")
+    assert len(vb.check_inference_outputs(bundle_dir, result["settings"], inputs, tmp_path / "out")) == len(inputs)
+    assert not (tmp_path / "no_weights_here").exists()
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_configs_are_zoo_formatted(bundle):
+    assert vb.check_config_format(vb.bundle_path(bundle)) >= 5
+
+
+def test_unformatted_config_is_reported_and_fixed(bundle_copy):
+    path = bundle_copy / "configs" / "inference.json"
+    path.write_text(path.read_text().rstrip("\n").replace("    ", "  "))
+    with pytest.raises(vb.BundleCheckError, match="inference.json not formatted as pretty-format-json"):
+        vb.check_config_format(bundle_copy)
+    vb.check_config_format(bundle_copy, fix=True)
+    assert path.read_text().endswith("}\n") and vb.check_config_format(bundle_copy) >= 5
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
 def test_torchscript(bundle, trained, tmp_path):
     result = trained.get(bundle)
     bundle_dir = vb.bundle_path(bundle)
@@ -342,6 +368,11 @@ def run_inference_cli(bundle: str, dataset_dir: Path, output_dir: Path, *extra: 
     return proc.returncode, proc.stdout + proc.stderr
 
 
+def _last_line(out: str) -> str:
+    assert "Traceback" not in out, out[-3000:]
+    return [line for line in out.splitlines() if line.strip()][-1]
+
+
 def _random_weights(tmp_path: Path) -> list[str]:
     return ["--load_pretrain", "False", "--ckpt_path", str(tmp_path / "no_weights.pt")]
 
@@ -349,8 +380,8 @@ def _random_weights(tmp_path: Path) -> list[str]:
 def test_cli_missing_input_folder(tmp_path):
     missing = tmp_path / "no_such_folder"
     rc, out = run_inference_cli(HIPPOCAMPUS, missing, tmp_path / "out", *_random_weights(tmp_path))
-    assert rc != 0
-    assert f"input folder not found: '{missing}' is not a directory" in out, out[-3000:]
+    assert rc == 2
+    assert _last_line(out) == f"error: input folder not found: '{missing}' is not a directory", out[-3000:]
 
 
 def test_cli_empty_input_folder(tmp_path):
@@ -358,16 +389,76 @@ def test_cli_empty_input_folder(tmp_path):
     empty.mkdir()
     (empty / "notes.txt").write_text("not an image")
     rc, out = run_inference_cli(HIPPOCAMPUS, empty, tmp_path / "out", *_random_weights(tmp_path))
-    assert rc != 0
-    assert f"no .nii or .nii.gz files in input folder '{empty}'" in out, out[-3000:]
+    assert rc == 3  # no usable input
+    assert _last_line(out).startswith("error: no .nii or .nii.gz files") and f"in input folder '{empty}'" in out, out[-3000:]
 
 
 def test_cli_missing_weights(tmp_path):
     make_nifti_folder(tmp_path / "in", 1)
     ckpt = tmp_path / "missing" / "model.pt"
     rc, out = run_inference_cli(HIPPOCAMPUS, tmp_path / "in", tmp_path / "out", "--ckpt_path", str(ckpt))
-    assert rc != 0
-    assert f"no weights at '{ckpt}'" in out and "--load_pretrain" in out, out[-3000:]
+    assert rc == 2
+    assert _last_line(out).startswith(f"error: no weights at '{ckpt}'") and "--load_pretrain" in out, out[-3000:]
+    assert not (tmp_path / "out").exists()  # stopped before anything was written
+
+
+def test_cli_weights_that_do_not_fit(tmp_path):
+    import torch
+
+    make_nifti_folder(tmp_path / "in", 1)
+    ckpt = tmp_path / "other.pt"
+    torch.save({"encoder.weight": torch.zeros(3)}, ckpt)
+    rc, out = run_inference_cli(HIPPOCAMPUS, tmp_path / "in", tmp_path / "out", "--ckpt_path", str(ckpt))
+    assert rc == 2
+    line = _last_line(out)
+    assert line.startswith(f"error: weights in '{ckpt}' do not fit the configured network: ") and "'encoder.weight'" in line, out[-3000:]
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "read_only"])
+def test_cli_output_folder_not_writable(tmp_path, where):
+    make_nifti_folder(tmp_path / "in", 1)
+    if where == "under_a_file":
+        (tmp_path / "a_file").write_text("x")
+        out_dir = tmp_path / "a_file" / "out"
+    else:
+        readonly = tmp_path / "ro"
+        readonly.mkdir()
+        readonly.chmod(0o555)
+        out_dir = readonly / "out" if os.geteuid() != 0 else Path("/proc/medattn_out")  # root ignores mode bits
+    rc, out = run_inference_cli(HIPPOCAMPUS, tmp_path / "in", out_dir, *_random_weights(tmp_path))
+    assert rc == 2
+    assert _last_line(out).startswith(f"error: output folder '{out_dir}' is not writable"), out[-3000:]
+    assert "done" not in out  # checked before any input was segmented
+
+
+def test_cli_killed_inference_leaves_no_partial_output_and_skip_existing_resumes(tmp_path):
+    import signal
+    import time
+
+    folder, out_dir = tmp_path / "in", tmp_path / "out"
+    make_nifti_folder(folder, 8, shape=(48, 56, 40))
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--dataset_dir", str(folder),
+        "--output_dir", str(out_dir), "--num_workers", "0", *SMALL[HIPPOCAMPUS], *_random_weights(tmp_path),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=vb.bundle_path(HIPPOCAMPUS), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not list(out_dir.glob("*_seg.nii.gz")) if out_dir.is_dir() else True:
+        assert proc.poll() is None and time.time() < deadline, "inference ended before its first output"
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = {p.name: p.stat().st_mtime_ns for p in out_dir.glob("*_seg.nii.gz")}
+    assert 1 <= len(first) < 8
+    for name in first:  # whatever sits under a final name is a whole label map
+        assert nib.load(str(out_dir / name)).get_fdata().shape == (48, 56, 40)
+    rc, out = run_inference_cli(HIPPOCAMPUS, folder, out_dir, *_random_weights(tmp_path), "--skip_existing", "true")
+    assert rc == 0, out[-3000:]
+    assert f"{len(first)} input(s) in {folder} already segmented" in out
+    after = {p.name: p.stat().st_mtime_ns for p in out_dir.glob("*_seg.nii.gz")}
+    assert sorted(after) == [f"image_{i}_seg.nii.gz" for i in range(8)]
+    assert all(after[name] == mtime for name, mtime in first.items())  # not segmented again
 
 
 def test_cli_lower_case_false_turns_the_weights_off(tmp_path):
@@ -396,7 +487,8 @@ def test_cli_bad_files_are_skipped(tmp_path):
     nib.save(nib.Nifti1Image(np.ones((24, 28, 20, 2), np.float32), np.eye(4)), str(folder / "two_channels.nii.gz"))
     out_dir = tmp_path / "out"
     rc, out = run_inference_cli(HIPPOCAMPUS, folder, out_dir, *_random_weights(tmp_path))
-    assert rc == 0, out[-3000:]
+    assert rc == 4, out[-3000:]  # finished, some inputs skipped
+    assert "3 input(s) skipped, listed in" in out
     written = sorted(p.name for p in out_dir.glob("*.nii.gz"))
     assert written == ["image_0_seg.nii.gz", "image_1_seg.nii.gz"]
     with open(out_dir / "skipped_inputs.csv", newline="") as f:
@@ -418,7 +510,7 @@ def test_cli_brats_wrong_channel_count_is_skipped(tmp_path):
     nib.save(nib.Nifti1Image(np.ones((32, 32, 24), np.float32), np.eye(4)), str(single))
     out_dir = tmp_path / "out"
     rc, out = run_inference_cli("pam_unet3d_brats", folder, out_dir, *_random_weights(tmp_path))
-    assert rc == 0, out[-3000:]
+    assert rc == 4, out[-3000:]  # finished, one input skipped
     assert sorted(p.name for p in out_dir.glob("*.nii.gz")) == [f"{case}_seg.nii.gz"]
     assert f"{single}: expected 4 channel(s), found 1" in out, out[-3000:]
     rows = list(csv.DictReader(open(out_dir / "skipped_inputs.csv", newline="")))

@@ -1,4 +1,6 @@
 import json
+import logging
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -13,7 +15,7 @@ from medattn_networks.data import (
     CheckChannelsd,
     brats_datalist,
     brats_inference_datalist,
-    brats_name_formatter,
+    find_brats_cases,
     make_brats_cases,
     make_msd_task,
     msd_datalist,
@@ -81,6 +83,34 @@ def test_brats_missing_modality_is_named(tmp_path):
         brats_datalist(tmp_path / "LGG" / "Brats18_SYN_001_1")
 
 
+@pytest.mark.parametrize("suffix", ["flair", "t1"])
+def test_brats_case_without_a_modality_is_reported_not_ignored(tmp_path, suffix, caplog):
+    make_brats_cases(tmp_path, num_cases=4, shape=(8, 8, 6))
+    case = "Brats18_SYN_002_1"
+    (tmp_path / "HGG" / case / f"{case}_{suffix}.nii.gz").unlink()
+    assert [c.name for c in find_brats_cases(tmp_path)] == [f"Brats18_SYN_{k:03d}_1" for k in range(4)]
+    with caplog.at_level(logging.ERROR, logger="medattn.inputs"):
+        items = brats_inference_datalist(tmp_path, report_dir=tmp_path / "out")
+    assert [i["case"] for i in items] == ["Brats18_SYN_000_1", "Brats18_SYN_001_1", "Brats18_SYN_003_1"]
+    report = (tmp_path / "out" / "skipped_inputs.csv").read_text()
+    assert f"{case}_{suffix}.nii.gz" in report and str(tmp_path / "HGG" / case) in report
+    assert f"{case}_{suffix}.nii.gz" in caplog.text
+    with pytest.raises(FileNotFoundError, match=f"{case}_{suffix}.nii.gz"):  # training: the case is named too
+        brats_datalist(tmp_path, "all")
+
+
+def test_brats_case_folder_found_by_any_of_its_files(tmp_path):
+    (tmp_path / "case_a").mkdir()
+    (tmp_path / "case_a" / "case_a_seg.nii").write_bytes(b"")
+    (tmp_path / "case_b").mkdir()
+    (tmp_path / "case_b" / "case_b_t2.nii.gz").write_bytes(b"")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme_t1.txt").write_bytes(b"")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "scan_flair.nii.gz").write_bytes(b"")  # not <folder>_<modality>
+    assert [c.name for c in find_brats_cases(tmp_path)] == ["case_a", "case_b"]
+
+
 def test_brats_inference_datalist_mixes_cases_and_4d_files(tmp_path):
     make_brats_cases(tmp_path, num_cases=2, shape=(8, 8, 6), grades=("",), with_label=False)
     image = np.zeros((8, 8, 6, 4), np.float32)
@@ -94,10 +124,15 @@ def test_brats_inference_datalist_mixes_cases_and_4d_files(tmp_path):
     assert "Brats18_SYN_001_1_flair.nii.gz" in report
 
 
-def test_brats_name_formatter_strips_modality_of_case_folders():
-    meta = {"filename_or_obj": "/d/Brats18_X_1/Brats18_X_1_t1.nii.gz"}
-    assert brats_name_formatter(meta, None)["subject"] == "Brats18_X_1"
-    assert brats_name_formatter({"filename_or_obj": "/d/scan_t1.nii.gz"}, None)["subject"] == "scan_t1"
+def test_brats_inference_outputs_are_named_after_the_case(tmp_path):
+    make_brats_cases(tmp_path / "in", 2, shape=(16, 16, 12), grades=(), with_label=False)
+    cases = sorted(p.name for p in (tmp_path / "in").iterdir())
+    items = brats_inference_datalist(tmp_path / "in", report_dir=tmp_path / "out")
+    assert [Path(i["output"]).name for i in items] == [f"{c}_seg.nii.gz" for c in cases]
+    (tmp_path / "out").mkdir(exist_ok=True)
+    (tmp_path / "out" / f"{cases[0]}_seg.nii.gz").write_bytes(b"done before")
+    left = brats_inference_datalist(tmp_path / "in", report_dir=tmp_path / "out", skip_existing=True)
+    assert [i["case"] for i in left] == [cases[1]]
 
 
 def test_brats_regions_round_trip():

@@ -232,6 +232,173 @@ def test_convert_mmseg_state_dict():
     }
 
 
+# DSNet's comparison rows SE / CBAM / EncNet (configs/{se,cbam,encnet}/fcn_r50-*-d8_1xb2-40k_synapse-512x512.py of
+# DPC-Net 9eb75a4): the plugin sits after conv1 of every bottleneck of every stage; mmcv names it after its class
+# (se_layer, cbam, enc_module). Inverse naming, written here independently of the converter: our key inside the
+# plugin → the released one.
+RELEASED_PLUGIN_NAMES = {
+    "se_mmseg": ("se_layer", {"conv1.": "conv1.conv.", "conv2.": "conv2.conv."}, {}),
+    "cbam": (
+        "cbam",
+        {
+            "mlp.0.": "ChannelGate.mlp.1.",
+            "mlp.2.": "ChannelGate.mlp.3.",
+            "spatial_conv.": "SpatialGate.spatial.conv.",
+            "spatial_norm.": "SpatialGate.spatial.bn.",
+        },
+        {"reduction": 4},  # the tiny net's 8-channel stage would give the released C // 16 = 0 hidden units
+    ),
+    "enc": (
+        "enc_module",
+        {
+            "project.0.": "encoding_project.conv.",
+            "project.1.": "encoding_project.bn.",
+            "codewords": "encoding.0.codewords",
+            "scale": "encoding.0.scale",
+            "code_norm.": "encoding.1.",
+            "fc.": "fc.0.",
+        },
+        {"num_codes": 6},
+    ),
+}
+RESNET_BLOCKS_50 = (3, 4, 6, 3)
+_BN_LEAVES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+# The released keys of one plugin, listed explicitly (mmcv ConvModule: conv[/bn]; CBAM's mlp = Flatten, Linear,
+# ReLU, Linear; SpatialGate.spatial = BasicConv(conv, bn); EncModule.encoding = Encoding, BN1d, ReLU; fc = Linear,
+# Sigmoid).
+RELEASED_PLUGIN_KEYS = {
+    "se_layer": {"conv1.conv.weight", "conv1.conv.bias", "conv2.conv.weight", "conv2.conv.bias"},
+    "cbam": {
+        "ChannelGate.mlp.1.weight",
+        "ChannelGate.mlp.1.bias",
+        "ChannelGate.mlp.3.weight",
+        "ChannelGate.mlp.3.bias",
+        "SpatialGate.spatial.conv.weight",
+    }
+    | {f"SpatialGate.spatial.bn.{leaf}" for leaf in _BN_LEAVES},
+    "enc_module": {
+        "encoding_project.conv.weight",
+        "encoding.0.codewords",
+        "encoding.0.scale",
+        "fc.0.weight",
+        "fc.0.bias",
+    }
+    | {f"encoding_project.bn.{leaf}" for leaf in _BN_LEAVES}
+    | {f"encoding.1.{leaf}" for leaf in _BN_LEAVES},
+}
+
+
+def _released_shape(released: str, rest: str, channels: int, kwargs: dict) -> tuple[int, ...] | None:
+    """Shapes of the released plugins' main tensors at C channels (from their constructors), None if not checked."""
+    if released == "se_layer":
+        hidden = max(8, int(channels // 16 + 4) // 8 * 8)  # make_divisible(C // 16, 8) (never below 0.9·value here)
+        return {"conv1.conv.weight": (hidden, channels, 1, 1), "conv2.conv.weight": (channels, hidden, 1, 1)}.get(rest)
+    if released == "cbam":
+        hidden = channels // kwargs["reduction"]
+        return {
+            "ChannelGate.mlp.1.weight": (hidden, channels),
+            "ChannelGate.mlp.3.weight": (channels, hidden),
+            "SpatialGate.spatial.conv.weight": (1, 2, 7, 7),
+        }.get(rest)
+    codes = kwargs["num_codes"]
+    return {
+        "encoding_project.conv.weight": (channels, channels, 1, 1),
+        "encoding.0.codewords": (codes, channels),
+        "encoding.0.scale": (codes,),
+        "encoding.1.running_mean": (codes,),
+        "fc.0.weight": (channels, channels),
+    }.get(rest)
+
+
+def _plugin_net(plugin: str, kwargs: dict) -> SegmentationNet:
+    backbone = _tiny_backbone(
+        plugin=plugin, plugin_stages=ALL_STAGES, plugin_position="after_conv1", plugin_kwargs=kwargs
+    )
+    return SegmentationNet(backbone, build_head("fcn", 2, backbone.out_channels[-1], 32, 3))
+
+
+def _released_checkpoint(plugin: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A state dict with DPC-Net's names (and unique values per tensor) and the map released key → our key."""
+    released, inverse, kwargs = RELEASED_PLUGIN_NAMES[plugin]
+    ours = _plugin_net(plugin, kwargs).state_dict()
+    checkpoint: dict[str, torch.Tensor] = {"data_preprocessor.mean": torch.zeros(3)}
+    where: dict[str, str] = {}
+    per_block: dict[str, set[str]] = {}
+    for i, (key, value) in enumerate(ours.items()):
+        name = key
+        if ".after_conv1." in key:
+            block, rest = key.split(".after_conv1.")
+            old = [o for o in inverse if rest.startswith(o)]
+            assert len(old) == 1, key
+            rest = inverse[old[0]] + rest[len(old[0]) :]
+            per_block.setdefault(block, set()).add(rest)
+            name = f"{block}.{released}.{rest}"
+            stage = int(block.split(".")[1][len("layer") :])
+            shape = _released_shape(released, rest, 8 * 2 ** (stage - 1), kwargs)
+            if shape is not None:
+                assert tuple(value.shape) == shape, (name, tuple(value.shape), shape)
+        if value.dtype == torch.long:
+            tensor = torch.tensor(i, dtype=torch.long)  # num_batches_tracked
+        else:
+            tensor = torch.rand(value.shape, dtype=value.dtype) + i  # values of tensor i lie in [i, i + 1)
+        checkpoint[name] = tensor
+        where[name] = key
+    assert len(per_block) == sum(RESNET_BLOCKS_50)
+    assert all(keys == RELEASED_PLUGIN_KEYS[released] for keys in per_block.values())
+    return checkpoint, where
+
+
+@pytest.mark.parametrize("plugin", sorted(RELEASED_PLUGIN_NAMES))
+def test_convert_released_se_cbam_enc_plugins(plugin):
+    torch.manual_seed(0)
+    released, _, kwargs = RELEASED_PLUGIN_NAMES[plugin]
+    checkpoint, where = _released_checkpoint(plugin)
+    converted = convert_mmseg_state_dict({"state_dict": checkpoint}, plugin_names={released: "after_conv1"})
+    assert len(converted) == len(checkpoint) - 1  # every key but data_preprocessor lands, none twice
+    net = _plugin_net(plugin, kwargs)
+    result = net.load_state_dict(converted, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    loaded = net.state_dict()
+    for name, key in where.items():
+        assert torch.equal(loaded[key], checkpoint[name]), (name, key)
+    # spot checks on named tensors
+    block = net.backbone.layer3[4].after_conv1
+    prefix = f"backbone.layer3.4.{released}."
+    if plugin == "se_mmseg":
+        assert torch.equal(block.conv2.bias, checkpoint[prefix + "conv2.conv.bias"])
+    elif plugin == "cbam":
+        assert torch.equal(block.mlp[2].weight, checkpoint[prefix + "ChannelGate.mlp.3.weight"])
+        assert torch.equal(block.spatial_norm.running_var, checkpoint[prefix + "SpatialGate.spatial.bn.running_var"])
+    else:
+        assert torch.equal(block.codewords, checkpoint[prefix + "encoding.0.codewords"])
+        assert torch.equal(block.code_norm.running_mean, checkpoint[prefix + "encoding.1.running_mean"])
+
+
+def test_convert_released_plugin_errors():
+    checkpoint, _ = _released_checkpoint("cbam")
+    with pytest.raises(KeyError, match="plugin_names"):
+        convert_mmseg_state_dict(checkpoint)
+    with pytest.raises(ValueError, match="after_conv1"):
+        convert_mmseg_state_dict(checkpoint, plugin_names={"cbam": "conv1"})
+    # a key the released CBAM does not have (or ours has no equivalent of)
+    bad = dict(checkpoint)
+    bad["backbone.layer2.1.cbam.ChannelGate.mlp.5.weight"] = torch.zeros(1)
+    with pytest.raises(KeyError, match=r"unknown key 'ChannelGate\.mlp\.5\.weight' of the released 'cbam' plugin"):
+        convert_mmseg_state_dict(bad, plugin_names={"cbam": "after_conv1"})
+    with pytest.raises(KeyError, match="'se_layer' plugin"):
+        convert_mmseg_state_dict(
+            {"backbone.layer1.0.se_layer.conv1.bn.weight": torch.zeros(8)}, plugin_names={"se_layer": "after_conv1"}
+        )
+    with pytest.raises(KeyError, match="'enc_module' plugin"):
+        convert_mmseg_state_dict(
+            {"backbone.layer1.0.enc_module.encoding.0.bias": torch.zeros(8)}, plugin_names={"enc_module": "after_conv1"}
+        )
+    # CBAM(no_spatial=True): no SpatialGate, which ours always has
+    no_spatial = {k: v for k, v in checkpoint.items() if ".SpatialGate." not in k}
+    with pytest.raises(ValueError, match="no_spatial"):
+        convert_mmseg_state_dict(no_spatial, plugin_names={"cbam": "after_conv1"})
+
+
 # ------------------------------------------------------------------------------------------ tiny forward / backward
 HEAD_KWARGS = {
     "fcn": {},
