@@ -33,7 +33,7 @@ __all__ = [
     "gzip_payload_size",
     "voxel_limit_problem",
     "settle_inputs",
-    "write_skipped_report",
+    "append_skipped_report", "write_skipped_report",
 ]
 
 logger = logging.getLogger("medattn.inputs")
@@ -151,8 +151,13 @@ def check_nifti(
         available = gzip_payload_size(path, expected) if path.name.lower().endswith(".gz") else path.stat().st_size
     except (OSError, EOFError, zlib.error) as e:
         return f"damaged or truncated gzip data ({type(e).__name__}: {e})"
+    return truncation_problem(expected, available)
+
+
+def truncation_problem(expected: int, available: int) -> str | None:
+    """The problem of image data holding ``available`` of the ``expected`` bytes, or None when it is all there."""
     if available < expected:
-        return f"truncated: header promises {expected} bytes of image data, file holds {available}"
+        return f"truncated: header promises {expected} bytes of image data, file holds {max(available, 0)}"
     return None
 
 
@@ -190,6 +195,20 @@ def settle_inputs(
         raise NoUsableInputError(f"none of the {len(skipped)} input(s) in '{folder}' can be segmented: {details}")
     logger.info("%d input(s) to segment in %s%s", len(items), folder, f", {len(skipped)} skipped" if skipped else "")
     return items
+
+
+def append_skipped_report(report_dir: str | os.PathLike, skipped: list[tuple[str, str]]) -> None:
+    """Add ``(file, problem)`` rows to ``report_dir/skipped_inputs.csv`` (with its header when it is new)."""
+    if not skipped:
+        return
+    report = Path(report_dir) / SKIPPED_REPORT
+    new = not report.is_file()
+    report.parent.mkdir(parents=True, exist_ok=True)
+    with open(report, "a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(["file", "problem"])
+        writer.writerows(skipped)
 
 
 def write_skipped_report(report_dir: str | os.PathLike, skipped: list[tuple[str, str]]) -> None:

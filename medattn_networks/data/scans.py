@@ -38,6 +38,7 @@ from medattn_networks.data.files import (
     check_nifti,
     gzip_payload_size,
     nifti_stem,
+    truncation_problem,
     voxel_limit_problem,
 )
 from medattn_networks.data.transforms import source_name
@@ -253,9 +254,7 @@ def _payload_problem(path: Path, expected: int) -> str | None:
             return None
     except (OSError, EOFError, zlib.error) as e:
         return f"damaged or truncated {encoding} data ({type(e).__name__}: {e})"
-    if available < expected:
-        return f"truncated: header promises {expected} bytes of image data, file holds {max(available, 0)}"
-    return None
+    return truncation_problem(expected, available)
 
 
 def check_itk_image(

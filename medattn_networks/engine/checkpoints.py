@@ -14,6 +14,7 @@ moment leaves the previous checkpoint whole. ``--resume true`` continues the new
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -22,7 +23,7 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 from ignite.engine import Engine, Events
@@ -31,6 +32,7 @@ from medattn_networks.errors import MissingPathError, WeightsError
 
 __all__ = [
     "STATE_PATTERN",
+    "atomic_output",
     "atomic_save",
     "atomic_write_text",
     "sha256_file",
@@ -52,39 +54,42 @@ STATE_PATTERN = re.compile(r"^state_epoch(\d+)\.pt$")
 BEST_RECORD = "best.json"
 
 
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """A temporary path (``.<name>.tmp-<pid>``, hidden, in the folder of ``path``) to write to; renamed to ``path``
+    when the block ends, removed if it raises (a kill leaves at most a hidden temporary file).
+
+    Args:
+        path: the final file.
+        suffix: extension the temporary name must keep, for writers that choose the format by extension
+            (``case_seg.nii.gz`` → ``.case_seg.tmp-<pid>.nii.gz``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stem = path.name[: -len(suffix)] if suffix and path.name.endswith(suffix) else path.name
+    tmp = path.with_name(f".{stem}.tmp-{os.getpid()}{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save(obj)`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary(path)
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary(path)
-    try:
+    with atomic_output(path) as tmp:
         tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -409,14 +414,8 @@ def promote(run_dir: str | os.PathLike, bundle_dir: str | os.PathLike, checkpoin
         raise WeightsError(f"'{source}' is not a network state dict (promote model.pt or model_final.pt, not a training state)")
     best_file = run_dir / BEST_RECORD
     best = json.loads(best_file.read_text()) if best_file.is_file() else {}
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary(target)
-    try:
+    with atomic_output(target) as tmp:
         shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     record = {
         "file": "models/model.pt",
         "sha256": sha256_file(target),

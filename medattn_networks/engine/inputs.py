@@ -16,8 +16,9 @@ from monai.data import ImageWriter
 from monai.transforms import MapTransform
 from monai.utils import ensure_tuple, ensure_tuple_rep
 
-from medattn_networks.data.files import MAX_VOXELS, require_dir, settle_inputs, write_skipped_report
+from medattn_networks.data.files import MAX_VOXELS, require_dir, settle_inputs
 from medattn_networks.data.scans import ITK_SUFFIXES, check_scan, list_scans, output_names
+from medattn_networks.engine.checkpoints import atomic_output
 from medattn_networks.errors import NoUsableInputError, WeightsError
 
 __all__ = ["inference_datalist", "SaveLabelMapd", "require_checkpoint", "with_weights"]
@@ -128,7 +129,7 @@ class SaveLabelMapd(MapTransform):
     too): ``data[key]`` is the ``(1, X, Y, Z)`` or ``(X, Y, Z)`` label MetaTensor after ``Invertd``, whose
     ``meta["affine"]`` is the input's affine (what MONAI's ``SaveImage(resample=False)`` writes as well). The file
     holds ``output_dtype`` values with the input's shape (channel squeezed) and that affine (NIfTI qform and sform,
-    code 1, so nibabel reads the same affine back). It is written as ``.<name>.tmp-<pid><ext>`` in the target folder
+    code 1, so nibabel reads the same affine back). It is written as ``.<name>.tmp-<pid><ext>`` in the target folder (:func:`atomic_output`)
     and moved to its name with ``os.replace``; on any error the temporary file is removed and the error re-raised,
     so a label map at its final name is always complete. ``meta["saved_to"]`` receives the path.
 
@@ -182,11 +183,7 @@ class SaveLabelMapd(MapTransform):
                 "(invert the preprocessing with Invertd before SaveLabelMapd)"
             )
         array = self._cast(array, source)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ext = _suffix(path.name)
-        stem = path.name[: len(path.name) - len(ext)] if ext else path.name
-        tmp = path.parent / f".{stem}.tmp-{os.getpid()}{ext}"
-        try:
+        with atomic_output(path, suffix=_suffix(path.name)) as tmp:
             writer = _resolve_writer(self.writer)(output_dtype=self.output_dtype)
             writer.set_data_array(array, channel_dim=None)
             if isinstance(writer, ImageWriter):
@@ -198,10 +195,6 @@ class SaveLabelMapd(MapTransform):
             else:
                 writer.set_metadata({"affine": affine, "original_affine": affine, "spatial_shape": array.shape}, resample=False)
             writer.write(str(tmp), verbose=False)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         if hasattr(label, "meta"):
             label.meta["saved_to"] = str(path)
         logger.debug("%s: label map written to %s", source, path)

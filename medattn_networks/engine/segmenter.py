@@ -8,11 +8,9 @@ output folder; the run goes on with the next file.
 
 from __future__ import annotations
 
-import csv
 import gc
 import logging
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -20,12 +18,13 @@ from ignite.engine import Engine, Events
 from monai.data import Dataset
 from monai.engines import SupervisedEvaluator
 
-__all__ = ["SKIP_KEY", "SkipOnErrorDataset", "FolderSegmenter", "root_cause", "append_skipped"]
+from medattn_networks.data.files import append_skipped_report
+
+__all__ = ["SKIP_KEY", "SkipOnErrorDataset", "FolderSegmenter", "root_cause"]
 
 logger = logging.getLogger("medattn.inputs")
 
 SKIP_KEY = "skipped_input"
-REPORT = "skipped_inputs.csv"
 
 
 def root_cause(exc: BaseException) -> str:
@@ -34,19 +33,6 @@ def root_cause(exc: BaseException) -> str:
         exc = exc.__cause__
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
-def append_skipped(report_dir: str | os.PathLike, rows: Sequence[tuple[str, str]]) -> None:
-    """Add ``(file, problem)`` rows to ``report_dir/skipped_inputs.csv`` (with its header when new)."""
-    if not rows:
-        return
-    path = Path(report_dir) / REPORT
-    new = not path.is_file()
-    with open(path, "a", newline="") as f:
-        writer = csv.writer(f)
-        if new:
-            writer.writerow(["file", "problem"])
-        writer.writerows(rows)
 
 
 class SkipOnErrorDataset(Dataset):
@@ -113,7 +99,7 @@ class FolderSegmenter(SupervisedEvaluator):
 
     def _write_report(self, engine: Engine) -> None:
         if self.report_dir is not None:
-            append_skipped(self.report_dir, self.skipped)
+            append_skipped_report(self.report_dir, self.skipped)
 
 
 def _source_of(batchdata: Any) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 from ignite.engine import Engine, Events
 
+from medattn_networks.engine.checkpoints import atomic_output
 from medattn_networks.errors import MissingPathError
 
 __all__ = ["summary_writer", "NullWriter", "LearningRateLogger", "CurvePlotter", "read_scalars", "plot_run"]
@@ -123,13 +124,11 @@ def plot_run(run_dir: str | os.PathLike, output: str | os.PathLike | None = None
             ax.legend(fontsize=8)
     fig.suptitle(Path(run_dir).name, fontsize=9)
     fig.tight_layout()
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}.png")
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, output)
+        with atomic_output(output, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=110)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
     return str(output)
 
 
