@@ -9,8 +9,9 @@
 ``attention`` times each registry module on a (batch, channels, size^d) input against a reference measured in the
 same run: one k×k×(k) convolution channels → channels, the layer the modules are inserted next to. ``networks``
 builds each bundle's ``network_def`` (from configs/inference.json, so exactly what the bundle runs) once per
-attention variant (``VARIANTS``) and reports every variant against the bundle's attention-free baseline, at the
-bundle's ``roi_size`` unless ``--roi_size`` says otherwise.
+attention variant (``VARIANTS``) and reports every variant against the bundle's attention-free baseline (for the MAM
+bundles: ``memory=none``, i.e. SAM; a ``+plain`` variant runs the plain-math attention path instead of
+scaled_dot_product_attention), at the bundle's ``roi_size`` unless ``--roi_size`` says otherwise.
 
 Times are medians of ``--repeats`` passes (forward, or forward + backward with ``--train``), taken round-robin — one
 pass of every candidate per round — so that load changes on a shared machine hit all candidates alike. Only the
@@ -45,7 +46,18 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "pam_vnet_brats": ("attention", ("none", "cse", "pe", "ag", "sca", "csa", "pam")),
     "dsnet_fcn_r50_synapse": ("model", ("fcn", "fcn+dsm", "dsnet", "fcn+se")),
     "dsnet_fcn_r50_acdc": ("model", ("fcn", "fcn+dsm", "dsnet", "fcn+se")),
+    "swin_unet_mam_synapse": ("memory", ("none", "ists", "sts", "none+plain", "ists+plain")),
+    "da_transunet_mam_synapse": ("memory", ("none", "sts", "none+plain", "sts+plain")),
 }
+# a "+plain" suffix runs the variant on the plain-math attention path instead of scaled_dot_product_attention
+PLAIN_SUFFIX = "+plain"
+
+
+def variant_overrides(switch: str, value: str) -> dict:
+    """Config overrides of one benchmark variant (``value`` of ``switch``, optionally with the ``+plain`` suffix)."""
+    if value.endswith(PLAIN_SUFFIX):
+        return {switch: value[: -len(PLAIN_SUFFIX)], "network_def#fused_attention": False}
+    return {switch: value}
 
 
 @dataclass
@@ -228,7 +240,9 @@ def network_candidates(
             raise ValueError(f"{bundle}: --roi_size needs {len(bundle_roi)} values (its roi_size is {list(bundle_roi)}), got {list(roi_size)}")
     candidates = []
     for value in chosen:
-        overrides = {switch: value} if roi_size is None else {switch: value, "roi_size": list(roi_size)}
+        overrides = variant_overrides(switch, value)
+        if roi_size is not None:
+            overrides["roi_size"] = list(roi_size)
         parser = bundle_parser(bundle_path(bundle), "inference.json", overrides)
         network = parser.get_parsed_content("network_def").to(device).train(train)
         in_channels = parser.get_parsed_content("in_channels")

@@ -1,3 +1,8 @@
+from medattn_networks.nets.da_transunet import (
+    DATransUnet,
+    convert_released_da_transunet_state_dict,
+    load_r50_vit_npz,
+)
 from medattn_networks.nets.fcn import (
     SEGMENTATION_HEADS,
     CCHead,
@@ -20,11 +25,17 @@ from medattn_networks.nets.resnet import (
     load_pretrained,
     resnet50_classifier,
 )
+from medattn_networks.nets.swin_unet import SwinUnet, convert_released_swin_unet_state_dict
 from medattn_networks.nets.unet3d import UNET_ATTENTIONS, UNet3D
 from medattn_networks.nets.vnet import VNET_ATTENTIONS, VNet
 
 __all__ = [
     "UNet3D",
+    "SwinUnet",
+    "convert_released_swin_unet_state_dict",
+    "DATransUnet",
+    "load_r50_vit_npz",
+    "convert_released_da_transunet_state_dict",
     "VNet",
     "UNET_ATTENTIONS",
     "VNET_ATTENTIONS",
