@@ -26,6 +26,7 @@ from medattn_networks.nets.resnet import (
     resnet50_classifier,
 )
 from medattn_networks.nets.swin_unet import SwinUnet, convert_released_swin_unet_state_dict
+from medattn_networks.nets.swin_unetr_mam import SwinUNETRMAM
 from medattn_networks.nets.unet3d import UNET_ATTENTIONS, UNet3D
 from medattn_networks.nets.vnet import VNET_ATTENTIONS, VNet
 
@@ -33,6 +34,7 @@ __all__ = [
     "UNet3D",
     "SwinUnet",
     "convert_released_swin_unet_state_dict",
+    "SwinUNETRMAM",
     "DATransUnet",
     "load_r50_vit_npz",
     "convert_released_da_transunet_state_dict",
