@@ -19,7 +19,7 @@ from monai.networks.layers.factories import Conv, Pool
 
 from medattn_networks.attention.registry import register_attention
 from medattn_networks.blocks.transformer import WindowAttention, channels_first, channels_last
-from medattn_networks.blocks.windows import pad_to_windows, window_partition, window_reverse
+from medattn_networks.blocks.windows import crop_grid, pad_to_windows, window_partition, window_reverse
 
 __all__ = ["MEMORY_MODES", "MemoryWindowAttention", "MemoryMerge", "memory_to_grid", "grid_to_memory", "attention_for"]
 
@@ -57,7 +57,7 @@ def memory_to_grid(
     """Window-layout memory (B·nW, heads, N, hd) → (B, *grid, heads·hd), padding removed."""
     bw, heads, n, hd = memory.shape
     tokens = window_reverse(memory.transpose(1, 2).reshape(bw, n, heads * hd), window, padded_grid)
-    return tokens[(slice(None), *(slice(0, g) for g in grid))]
+    return crop_grid(tokens, grid)
 
 
 def grid_to_memory(tokens: torch.Tensor, window: Sequence[int], num_heads: int) -> torch.Tensor:

@@ -20,9 +20,11 @@ from monai.networks.layers.utils import get_act_layer
 from medattn_networks.blocks.windows import (
     add_relative_bias_table,
     as_tuple,
+    crop_grid,
     cyclic_shift,
     fit_window,
     gather_relative_bias,
+    pad_to_patches,
     pad_to_windows,
     relative_position_index,
     shift_attention_mask,
@@ -121,6 +123,7 @@ class WindowAttention(nn.Module):
     ``forward`` takes window tokens ``(B·nW, N, C)`` (with an optional ``(nW, N, N)`` mask) or a channels-first map
     ``(B, C, *grid)``, which it splits into non-overlapping windows (padding at the end) and reassembles.
     :meth:`forward_tokens` also hands a query memory through (used by memory attention; SAM ignores it).
+    :meth:`attend` is the attention core on heads-split ``q, k, v`` (for subclasses that form them otherwise).
 
     Args:
         spatial_dims: 2 or 3.
@@ -202,10 +205,21 @@ class WindowAttention(nn.Module):
         self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, memory: Optional[torch.Tensor] = None
     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Attention over window tokens ``x`` (B·nW, N, C); returns the output and the memory handed on."""
-        bw, n, c = x.shape
+        bw, n, _ = x.shape
         qkv = self.qkv(x).reshape(bw, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         q, memory = self.accumulate_query(q, memory)
+        return self.attend(q, k, v, mask), memory
+
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """``proj(softmax(q·scale·kᵀ + B + mask)·v)`` for heads-split ``q, k, v`` (B·nW, heads, N, head_dim).
+
+        The attention core of :meth:`forward_tokens`, open to subclasses that form q, k, v differently (e.g. keys
+        and values from another input); returns (B·nW, N, C).
+        """
+        bw, _, n, _ = q.shape
         attn_mask = self._attention_mask(mask, bw, q.dtype)
         drop = self.attn_drop if self.training else 0.0
         if self._use_fused():
@@ -216,8 +230,7 @@ class WindowAttention(nn.Module):
                 logits = logits + attn_mask
             weights = F.dropout(logits.softmax(dim=-1), p=drop, training=self.training)
             out = weights @ v
-        out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(bw, n, c)))
-        return out, memory
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(bw, n, self.num_heads * self.head_dim)))
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         if x.dim() == 3:
@@ -309,7 +322,7 @@ class SwinBlock(nn.Module):
         mask = shift_attention_mask(padded, self.window_size, shift, device=x.device)
         h, memory = self.attn.forward_tokens(window_partition(h, self.window_size), mask, memory)
         h = cyclic_shift(window_reverse(h, self.window_size, padded), shift, reverse=True)
-        h = h[(slice(None), *(slice(0, g) for g in grid))]
+        h = crop_grid(h, grid)
         x = x + self.drop_path(h)
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x, memory
@@ -402,12 +415,7 @@ class PatchEmbed(nn.Module):
         self.norm = nn.LayerNorm(embed_dim) if norm else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pads = [(-s) % p for s, p in zip(x.shape[2:], self.patch_size)]
-        if any(pads):
-            spec = []
-            for p in reversed(pads):
-                spec += [0, p]
-            x = F.pad(x, spec)
+        x = pad_to_patches(x, self.patch_size)
         x = channels_last(self.proj(x))
         return x if self.norm is None else self.norm(x)
 

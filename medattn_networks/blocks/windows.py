@@ -20,6 +20,8 @@ __all__ = [
     "as_tuple",
     "fit_window",
     "pad_to_windows",
+    "pad_to_patches",
+    "crop_grid",
     "window_partition",
     "window_reverse",
     "cyclic_shift",
@@ -70,16 +72,29 @@ def fit_window(
     raise ValueError(f"unknown window rule '{rule}' (per_axis, min)")
 
 
-def pad_to_windows(x: torch.Tensor, window: Sequence[int]) -> tuple[torch.Tensor, tuple[int, ...]]:
-    """Zero-pad the end of each grid axis of ``x`` (B, *grid, C) to a multiple of ``window``; returns the padding."""
-    grid = x.shape[1:-1]
-    pads = tuple((-g) % w for g, w in zip(grid, window))
+def _pad_end(x: torch.Tensor, sizes: Sequence[int], multiples: Sequence[int], channels_last: bool) -> tuple[torch.Tensor, tuple[int, ...]]:
+    pads = tuple((-s) % m for s, m in zip(sizes, multiples))
     if any(pads):
-        spec = [0, 0]  # channels
+        spec = [0, 0] if channels_last else []
         for p in reversed(pads):
             spec += [0, p]
         x = F.pad(x, spec)
     return x, pads
+
+
+def pad_to_windows(x: torch.Tensor, window: Sequence[int]) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """Zero-pad the end of each grid axis of ``x`` (B, *grid, C) to a multiple of ``window``; returns the padding."""
+    return _pad_end(x, x.shape[1:-1], window, channels_last=True)
+
+
+def pad_to_patches(x: torch.Tensor, patch: Sequence[int]) -> torch.Tensor:
+    """Zero-pad the end of each spatial axis of an image ``x`` (B, C, *spatial) to a multiple of ``patch``."""
+    return _pad_end(x, x.shape[2:], patch, channels_last=False)[0]
+
+
+def crop_grid(x: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+    """Crop the grid axes of channels-last ``x`` (B, *grid, C) to ``grid`` (undoes :func:`pad_to_windows`)."""
+    return x[(slice(None), *(slice(0, g) for g in grid), slice(None))]
 
 
 def window_partition(x: torch.Tensor, window: Sequence[int]) -> torch.Tensor:

@@ -19,7 +19,6 @@ training pipeline at 256².
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Sequence
 
 from monai.transforms import Compose

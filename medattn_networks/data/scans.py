@@ -441,7 +441,8 @@ class InputSanityd(MapTransform):
       ``w / 20`` (intensities on another scale, e.g. a [0, 1] normalised image for a HU range).
 
     Each warning is logged on logger ``medattn.inputs`` as ``<file>: <warning>`` (file from the meta's
-    ``filename_or_obj``) and collected in ``data[f"{key}_warnings"]`` (a list of strings, extended when present).
+    ``filename_or_obj``) and collected in ``data[f"warnings_{key}"]`` (a list of strings, extended when present;
+    not ``f"{key}_..."``: MONAI's ``Spacingd`` updates every ``f"{key}_*"`` entry as a meta dict).
     The dtype of the image is kept.
 
     Args:
@@ -486,7 +487,7 @@ class InputSanityd(MapTransform):
             name = source_name(d, key)
             for message in found:
                 logger.warning("%s: %s", name, message)
-            d[f"{key}_warnings"] = list(d.get(f"{key}_warnings") or []) + found
+            d[f"warnings_{key}"] = list(d.get(f"warnings_{key}") or []) + found
         return d
 
     def _check(self, img, found: list[str]):

@@ -16,6 +16,7 @@ from medattn_networks.nets.fcn import (
     build_head,
     fcn_resnet50,
 )
+from medattn_networks.nets.nnformer import NNFormer, convert_released_nnformer_state_dict
 from medattn_networks.nets.resnet import (
     FCANET_DCT_SIZES,
     RESNET_DEPTHS,
@@ -35,6 +36,8 @@ __all__ = [
     "SwinUnet",
     "convert_released_swin_unet_state_dict",
     "SwinUNETRMAM",
+    "NNFormer",
+    "convert_released_nnformer_state_dict",
     "DATransUnet",
     "load_r50_vit_npz",
     "convert_released_da_transunet_state_dict",

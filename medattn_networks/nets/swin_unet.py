@@ -30,14 +30,9 @@ from medattn_networks.blocks.transformer import (
     init_transformer_weights,
     set_fused_attention,
 )
-from medattn_networks.blocks.windows import as_tuple
+from medattn_networks.blocks.windows import as_tuple, crop_grid
 
-__all__ = ["SwinUnet", "crop_grid", "convert_released_swin_unet_state_dict"]
-
-
-def crop_grid(x: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
-    """Crop the grid axes of channels-last ``x`` (B, *grid, C) to ``grid``."""
-    return x[(slice(None), *(slice(0, g) for g in grid), slice(None))]
+__all__ = ["SwinUnet", "convert_released_swin_unet_state_dict"]
 
 
 class SwinUnet(nn.Module):

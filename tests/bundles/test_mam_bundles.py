@@ -140,3 +140,59 @@ def test_da_transunet_cost_is_the_same_with_and_without_memory():
 
     counts = {memory: (count_params(net), count_flops(net, (1, 3, 224, 224))) for memory in ("none", "sts") for net in [DATransUnet(memory=memory)]}
     assert counts["none"] == counts["sts"] == (107_951_855 - 1_513_816, 30_204_769_376)
+
+
+# ------------------------------------------------------------------------------------------ swinunetr_mam_flare
+FLARE = "swinunetr_mam_flare"
+HIPPOCAMPUS_DATA = REPO_ROOT.parent / "shared" / "data" / "msd_hippocampus"
+
+
+def test_flare_network_is_monais_swinunetr_with_the_same_keys():
+    from monai.networks.nets import SwinUNETR
+
+    overrides = {"roi_size": [64, 64, 64], "feature_size": 12}
+    mam = vb.bundle_parser(vb.bundle_path(FLARE), "inference.json", overrides).get_parsed_content("network_def")
+    sam = vb.bundle_parser(vb.bundle_path(FLARE), "inference.json", {**overrides, "memory": "none"}).get_parsed_content("network_def")
+    monai_net = SwinUNETR(in_channels=1, out_channels=5, feature_size=12, use_flash_attention=True)
+    mam.load_state_dict(monai_net.state_dict(), strict=True)
+    sam.load_state_dict(monai_net.state_dict(), strict=True)
+    x = torch.rand(1, 1, 64, 64, 64)
+    with torch.no_grad():
+        reference = monai_net.eval()(x)
+        assert torch.equal(sam.eval()(x), reference)
+        assert not torch.allclose(mam.eval()(x), reference, atol=1e-4)
+
+
+@pytest.mark.skipif(not (HIPPOCAMPUS_DATA / "imagesTr").is_dir(), reason=f"shared hippocampus data absent at {HIPPOCAMPUS_DATA}")
+def test_flare_hippocampus_overlay_reads_the_shared_data():
+    parser = vb.bundle_parser(vb.bundle_path(FLARE), ["train.json", "hippocampus.json"])
+    train = parser.get_parsed_content("train#dataset#data")
+    val = parser.get_parsed_content("validate#dataset#data")
+    assert len(train) == 160 and len(val) == 40 and not {t["image"] for t in train} & {v["image"] for v in val}
+    crops = parser.get_parsed_content("train#preprocessing")(train[0])
+    assert len(crops) == 2 and all(c["image"].shape == (1, 32, 64, 32) for c in crops)  # two pos/neg crops per case
+    assert parser.get_parsed_content("network_def").out.conv.conv.out_channels == 3
+
+
+@pytest.mark.skipif(not (HIPPOCAMPUS_DATA / "imagesTr").is_dir(), reason=f"shared hippocampus data absent at {HIPPOCAMPUS_DATA}")
+@pytest.mark.parametrize("memory, weights", [("ists", "hippocampus_ists.pt"), ("none", "hippocampus_sam.pt")])
+def test_shipped_hippocampus_weights_segment_held_out_cases(memory, weights):
+    """The committed comparison weights load strictly and segment 4 of the 40 held-out cases (card: mean 0.85)."""
+    from monai.metrics import DiceMetric
+    from monai.networks.utils import one_hot
+
+    from medattn_networks.engine import load_weights
+
+    parser = vb.bundle_parser(vb.bundle_path(FLARE), ["train.json", "hippocampus.json"], {"memory": memory})
+    net = parser.get_parsed_content("network_def").eval()
+    load_weights(net, str(vb.bundle_path(FLARE) / "models" / weights), torch.device("cpu"))
+    items = parser.get_parsed_content("validate#dataset#data")[:4]
+    preprocess, inferer = parser.get_parsed_content("validate#preprocessing"), parser.get_parsed_content("validate#inferer")
+    dice = DiceMetric(include_background=False, reduction="mean_batch")
+    with torch.no_grad():
+        for item in items:
+            data = preprocess(item)
+            pred = inferer(data["image"][None], net).argmax(1, keepdim=True)
+            dice(one_hot(pred, 3), one_hot(data["label"][None].long(), 3))
+    per_class = dice.aggregate()
+    assert per_class.shape == (2,) and (per_class > 0.75).all(), per_class

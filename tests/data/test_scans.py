@@ -187,43 +187,53 @@ def test_sanity_replaces_non_finite_voxels(caplog):
     image = out["image"]
     assert image.dtype == torch.float32 and isinstance(image, MetaTensor)
     assert torch.isfinite(image).all() and float(image[0, 0, 0, 0]) == 6.0  # smallest finite value
-    assert out["image_warnings"] == ["3 non-finite voxel(s) (NaN/Inf) replaced by 6"]
+    assert out["warnings_image"] == ["3 non-finite voxel(s) (NaN/Inf) replaced by 6"]
     assert any(r.getMessage() == "scan.nii.gz: 3 non-finite voxel(s) (NaN/Inf) replaced by 6" for r in caplog.records)
     all_nan = InputSanityd("image")({"image": _image(np.full((3, 3, 3), np.nan))})
     assert float(all_nan["image"].abs().max()) == 0.0
-    assert all_nan["image_warnings"][1] == "constant volume: its segmentation is meaningless"
+    assert all_nan["warnings_image"][1] == "constant volume: its segmentation is meaningless"
 
 
 def test_sanity_constant_volume_and_channel(caplog):
     with caplog.at_level(logging.WARNING, logger="medattn.inputs"):
         out = InputSanityd("image")({"image": _image(np.full((4, 4, 4), 7.0))})
-    assert out["image_warnings"] == ["constant volume: its segmentation is meaningless"]
+    assert out["warnings_image"] == ["constant volume: its segmentation is meaningless"]
     assert "scan.nii.gz: constant volume" in caplog.text
     two = MetaTensor(torch.stack([torch.rand(4, 4, 4), torch.zeros(4, 4, 4)]), affine=torch.eye(4))
-    assert InputSanityd("image")({"image": two})["image_warnings"] == ["channel 1 is constant"]
+    assert InputSanityd("image")({"image": two})["warnings_image"] == ["channel 1 is constant"]
 
 
 def test_sanity_spacing_in_ras_order():
     values = np.random.default_rng(0).random((4, 5, 6))
     far = np.diag([5.0, 1.0, 1.0, 1.0])
     out = InputSanityd("image", expected_spacing=(1.0, 1.0, 1.0))({"image": _image(values, torch.as_tensor(far))})
-    assert len(out["image_warnings"]) == 1 and "more than x2 on axis R" in out["image_warnings"][0]
-    assert InputSanityd("image", expected_spacing=(1.0, 1.0, 1.0), spacing_tolerance=6)({"image": _image(values, torch.as_tensor(far))})["image_warnings"] == []
+    assert len(out["warnings_image"]) == 1 and "more than x2 on axis R" in out["warnings_image"][0]
+    assert InputSanityd("image", expected_spacing=(1.0, 1.0, 1.0), spacing_tolerance=6)({"image": _image(values, torch.as_tensor(far))})["warnings_image"] == []
     permuted = torch.tensor([[0.0, 0, 3, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=torch.float64)  # storage axis 3 is R
     ok = InputSanityd("image", expected_spacing=(3.0, 1.0, None))({"image": _image(values, permuted)})
-    assert ok["image_warnings"] == []
+    assert ok["warnings_image"] == []
     fine = InputSanityd("image", expected_spacing=1.5)({"image": _image(values, torch.as_tensor(np.diag([1.0, 2.0, 2.9, 1.0])))})
-    assert fine["image_warnings"] == []
+    assert fine["warnings_image"] == []
 
 
 def test_sanity_intensity_range():
     rng = np.random.default_rng(0)
     ct = rng.uniform(-1000, 400, (10, 10, 10))
     check = InputSanityd("image", intensity_range=(-1000, 1000))
-    assert check({"image": _image(ct)})["image_warnings"] == []
-    normalised = check({"image": _image(rng.random((10, 10, 10)))})["image_warnings"]
+    assert check({"image": _image(ct)})["warnings_image"] == []
+    normalised = check({"image": _image(rng.random((10, 10, 10)))})["warnings_image"]
     assert len(normalised) == 1 and "is on another scale than the expected range [-1000, 1000]" in normalised[0]
-    far = check({"image": _image(ct + 10000)})["image_warnings"]
+    far = check({"image": _image(ct + 10000)})["warnings_image"]
     assert len(far) == 1 and "lies far outside the expected range" in far[0]
     with pytest.raises(ValueError, match="intensity_range"):
         InputSanityd("image", intensity_range=(1, 0))
+
+
+def test_sanity_warnings_do_not_break_spacing():
+    """MONAI's Spacingd treats every ``image_*`` entry as a meta dict; the warnings list must not be one of them."""
+    from monai.data import MetaTensor
+    from monai.transforms import Spacingd
+
+    image = MetaTensor(torch.rand(1, 8, 8, 8), affine=torch.eye(4), meta={"filename_or_obj": "scan.nii.gz"})
+    out = Spacingd("image", pixdim=(2.0, 2.0, 2.0))(InputSanityd("image")({"image": image}))
+    assert out["image"].shape == (1, 4, 4, 4) and out["warnings_image"] == []

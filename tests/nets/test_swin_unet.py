@@ -6,8 +6,15 @@ config (embed 12, depths (2, 2), heads (1, 2), window 4, img 32).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "attention"))
+from attention_testing import count_params, randomise  # noqa: E402
 
 from medattn_networks.attention.memory import MemoryMerge, MemoryWindowAttention, grid_to_memory, memory_to_grid
 from medattn_networks.blocks.transformer import WindowAttention, set_fused_attention
@@ -18,22 +25,14 @@ FULL_STS = 41_769_252
 SMALL = dict(in_channels=3, out_channels=3, img_size=32, embed_dim=12, depths=(2, 2), num_heads=(1, 2), window_size=4, drop_path_rate=0.0)
 
 
-def _count(module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 def _small(memory: str, seed: int = 0, **kw) -> SwinUnet:
     torch.manual_seed(seed)
     return SwinUnet(memory=memory, **{**SMALL, **kw})
 
 
 def _randomise(net, seed: int = 0, scale: float = 0.2):
-    """Spread the weights so the memory visibly changes the output (init weights are ~0.02)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * scale)
-    return net
+    """Spread the weights so the memory visibly changes the output."""
+    return randomise(net, seed, scale)
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +54,12 @@ def full_nets():
 
 
 def test_full_size_parameter_counts(full_nets):
-    assert _count(full_nets["none"]) == FULL_NONE
-    assert _count(full_nets["ists"]) == FULL_NONE  # MAM adds no parameter
+    assert count_params(full_nets["none"]) == FULL_NONE
+    assert count_params(full_nets["ists"]) == FULL_NONE  # MAM adds no parameter
     adapters = sum(c * 2 * c + 2 * c for c in (96, 192, 384))  # 1×1 conv C→2C with bias, one per stage change
     assert adapters == 388_416
-    assert _count(full_nets["sts"]) == FULL_NONE + adapters == FULL_STS
-    assert _count(full_nets["sts"].memory_merge) == adapters
+    assert count_params(full_nets["sts"]) == FULL_NONE + adapters == FULL_STS
+    assert count_params(full_nets["sts"].memory_merge) == adapters
     assert all(m.mode == "pool" for m in full_nets["sts"].memory_merge)
 
 
@@ -93,7 +92,7 @@ def test_small_ists_with_sam_weights_differs_only_by_the_memory():
     sam = _randomise(_small("none")).eval()
     ists = _small("ists").eval()
     ists.load_state_dict(sam.state_dict(), strict=True)
-    assert _count(ists) == _count(sam)
+    assert count_params(ists) == count_params(sam)
     back = _small("none", seed=9)
     back.load_state_dict(ists.state_dict(), strict=True)
     assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), sam.state_dict().values()))
