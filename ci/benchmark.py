@@ -48,15 +48,19 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "dsnet_fcn_r50_acdc": ("model", ("fcn", "fcn+dsm", "dsnet", "fcn+se")),
     "swin_unet_mam_synapse": ("memory", ("none", "ists", "sts", "none+plain", "ists+plain")),
     "da_transunet_mam_synapse": ("memory", ("none", "sts", "none+plain", "sts+plain")),
+    "swinunetr_mam_flare": ("memory", ("none", "ists", "none+plain", "ists+plain")),
+    "nnformer_mam_flare": ("memory", ("none", "ists", "none+plain", "ists+plain")),
 }
 # a "+plain" suffix runs the variant on the plain-math attention path instead of scaled_dot_product_attention
 PLAIN_SUFFIX = "+plain"
+# the network_def argument that selects scaled_dot_product_attention (MONAI's SwinUNETR names it its own way)
+FUSED_ATTENTION_ARG = {"swinunetr_mam_flare": "use_flash_attention"}
 
 
-def variant_overrides(switch: str, value: str) -> dict:
+def variant_overrides(switch: str, value: str, bundle: str = "") -> dict:
     """Config overrides of one benchmark variant (``value`` of ``switch``, optionally with the ``+plain`` suffix)."""
     if value.endswith(PLAIN_SUFFIX):
-        return {switch: value[: -len(PLAIN_SUFFIX)], "network_def#fused_attention": False}
+        return {switch: value[: -len(PLAIN_SUFFIX)], f"network_def#{FUSED_ATTENTION_ARG.get(bundle, 'fused_attention')}": False}
     return {switch: value}
 
 
@@ -240,7 +244,7 @@ def network_candidates(
             raise ValueError(f"{bundle}: --roi_size needs {len(bundle_roi)} values (its roi_size is {list(bundle_roi)}), got {list(roi_size)}")
     candidates = []
     for value in chosen:
-        overrides = variant_overrides(switch, value)
+        overrides = variant_overrides(switch, value, bundle)
         if roi_size is not None:
             overrides["roi_size"] = list(roi_size)
         parser = bundle_parser(bundle_path(bundle), "inference.json", overrides)

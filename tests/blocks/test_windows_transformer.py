@@ -285,7 +285,10 @@ def naive_swin_block(block: SwinBlock, x: torch.Tensor, shift, memory=None):
 
     offsets = _offsets(window)
     n = len(offsets)
-    mult = [math.prod(2 * w - 1 for w in window[a + 1 :]) for a in range(n_axes)]
+    if attn.relative_bias == "nnformer":  # nnFormer's released multipliers (second window axis), not a bijection
+        mult = [3 * window[1] - 1, 2 * window[1] - 1, 1]
+    else:
+        mult = [math.prod(2 * w - 1 for w in window[a + 1 :]) for a in range(n_axes)]
     table = attn.relative_position_bias_table
     bias = x.new_zeros(heads, n, n)
     for i in range(n):
@@ -333,6 +336,8 @@ BLOCK_CASES = {
     "3d_shift": dict(dims=3, grid=(5, 7, 6), window=(3, 3, 3), shift=(1, 1, 1)),
     # axis 1 is no longer than its window: the block does not shift it (and pads it to the window)
     "3d_short_axis": dict(dims=3, grid=(5, 2, 7), window=(3, 3, 3), shift=(1, 1, 1)),
+    # nnFormer's non-bijective relative index (distinct offsets share table entries), shift and padding
+    "3d_nnformer_index": dict(dims=3, grid=(9, 6, 7), window=(4, 4, 4), shift=(2, 2, 2), relative_bias="nnformer"),
 }
 
 
@@ -345,7 +350,7 @@ def _effective_shift(grid, window, shift):
 def test_swin_block_equals_naive_reference(case, fused):
     cfg = BLOCK_CASES[case]
     torch.manual_seed(0)
-    block = SwinBlock(cfg["dims"], 8, 2, cfg["window"], cfg["shift"], mlp_ratio=2.0)
+    block = SwinBlock(cfg["dims"], 8, 2, cfg["window"], cfg["shift"], mlp_ratio=2.0, relative_bias=cfg.get("relative_bias", "swin"))
     block = _randomise(block).double().eval()
     set_fused_attention(block, fused)
     x = _randn(2, *cfg["grid"], 8)

@@ -196,3 +196,12 @@ def test_shipped_hippocampus_weights_segment_held_out_cases(memory, weights):
             dice(one_hot(pred, 3), one_hot(data["label"][None].long(), 3))
     per_class = dice.aggregate()
     assert per_class.shape == (2,) and (per_class > 0.75).all(), per_class
+
+
+def test_flare_benchmark_plain_variant_switches_monais_flash_attention():
+    from monai.networks.nets.swin_unetr import WindowAttention as MonaiWindowAttention
+
+    candidates, reference = bm.network_candidates(FLARE, torch.device("cpu"), train=False, roi_size=[64, 64, 64], values=["ists+plain"])
+    assert [c.name for c in candidates] == ["memory=none", "memory=ists+plain"]
+    flags = [{m.use_flash_attention for m in c.module.modules() if isinstance(m, MonaiWindowAttention)} for c in candidates]
+    assert flags == [{True}, {False}]

@@ -242,3 +242,19 @@ def test_2d_none_is_monai_and_ists_runs():
     assert torch.equal(y_none, y_monai)
     assert y_ists.shape == (2, 3, 64, 64)
     assert (y_ists - y_monai).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("flash", [False, True], ids=["plain", "sdpa"])
+def test_none_is_monai_and_ists_differs_with_flash_attention_on_and_off(flash):
+    monai_net = _seeded(SwinUNETR, 0, use_flash_attention=flash)
+    x = torch.randn(1, 1, 64, 64, 64, generator=torch.Generator().manual_seed(2))
+    outputs = {}
+    for memory in ("none", "ists"):
+        net = _seeded(SwinUNETRMAM, 3, memory=memory, use_flash_attention=flash)
+        net.load_state_dict(monai_net.state_dict(), strict=True)
+        with torch.no_grad():
+            outputs[memory] = net(x)
+    with torch.no_grad():
+        reference = monai_net(x)
+    assert torch.equal(outputs["none"], reference)
+    assert (outputs["ists"] - reference).abs().max() > 1e-3
