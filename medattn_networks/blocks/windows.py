@@ -18,6 +18,7 @@ from monai.networks.layers import trunc_normal_
 __all__ = [
     "MASK_VALUE",
     "as_tuple",
+    "stage_grids",
     "fit_window",
     "pad_to_windows",
     "pad_to_patches",
@@ -45,6 +46,15 @@ def as_tuple(value: int | Sequence[int], n: int, name: str = "value") -> tuple[i
     if len(value) != n:
         raise ValueError(f"{name} needs {n} entries (one per spatial axis), got {list(value)}")
     return value
+
+
+def stage_grids(image_size: Sequence[int], patch_size: Sequence[int], num_stages: int) -> list[tuple[int, ...]]:
+    """Token grid of each stage of a hierarchical transformer: patches (rounded up, the embedding pads), then
+    halved (rounded up, the merging pads) at every further stage."""
+    grids = [tuple(-(-s // p) for s, p in zip(image_size, patch_size))]
+    for _ in range(num_stages - 1):
+        grids.append(tuple(-(-g // 2) for g in grids[-1]))
+    return grids
 
 
 def fit_window(

@@ -50,6 +50,7 @@ from medattn_networks.blocks.windows import (
     fit_window,
     pad_to_patches,
     pad_to_windows,
+    stage_grids,
     window_partition,
     window_reverse,
 )
@@ -361,9 +362,7 @@ class NNFormer(nn.Module):
         self.memory = memory
         patch = as_tuple(patch_size, 3, "patch_size")
         size = as_tuple(img_size, 3, "img_size")
-        grids = [tuple(-(-s // p) for s, p in zip(size, patch))]
-        for _ in range(n - 1):
-            grids.append(tuple(-(-g // 2) for g in grids[-1]))
+        grids = stage_grids(size, patch, n)
         dims = [embed_dim * 2**i for i in range(n)]
         common = dict(mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate, relative_bias="nnformer")
 

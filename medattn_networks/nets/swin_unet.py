@@ -30,7 +30,7 @@ from medattn_networks.blocks.transformer import (
     init_transformer_weights,
     set_fused_attention,
 )
-from medattn_networks.blocks.windows import as_tuple, crop_grid
+from medattn_networks.blocks.windows import as_tuple, crop_grid, stage_grids
 
 __all__ = ["SwinUnet", "convert_released_swin_unet_state_dict"]
 
@@ -87,9 +87,7 @@ class SwinUnet(nn.Module):
         encoder_attention = attention_for(memory)
         n = len(depths)
         size = as_tuple(img_size, spatial_dims, "img_size")
-        grids = [tuple(-(-s // patch_size) for s in size)]
-        for _ in range(n - 1):
-            grids.append(tuple(-(-g // 2) for g in grids[-1]))
+        grids = stage_grids(size, as_tuple(patch_size, spatial_dims, "patch_size"), n)
         dims = [embed_dim * 2**i for i in range(n)]
         rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         common = dict(window_rule="min", mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate)
