@@ -5,6 +5,7 @@
     python ci/benchmark.py attention --spatial_dims 3 --channels 64 --size 16 --train --device cuda
     python ci/benchmark.py networks                                                   # every bundle's network
     python ci/benchmark.py networks pam_unet3d_hippocampus --train --output hippo.json
+    python ci/benchmark.py wholect swinunetr_mam_flare nnformer_mam_flare --set sw_overlap 0   # whole-CT peak RSS
 
 ``attention`` times each registry module on a (batch, channels, size^d) input against a reference measured in the
 same run: one k×k×(k) convolution channels → channels, the layer the modules are inserted next to. ``networks``
@@ -17,6 +18,12 @@ Times are medians of ``--repeats`` passes (forward, or forward + backward with `
 pass of every candidate per round — so that load changes on a shared machine hit all candidates alike. Only the
 ratios are meant to be compared, and only within one run (one device, one thread count). FLOPs follow the fvcore
 rules of ``medattn_networks.engine.count_flops`` (one per multiply-add, forward only).
+
+``wholect`` runs a bundle's own ``configs/inference.json`` (random weights: ``load_pretrain false``; one process:
+``num_workers 0``) on one generated whole CT (512 × 512 × 200 at 0.8 × 0.8 × 2.5 mm unless ``--shape`` /
+``--spacing`` say otherwise) and reports the inference process's peak resident memory (``wait4``'s ``ru_maxrss``)
+and wall time. ``--set KEY VALUE`` passes bundle overrides (e.g. ``sw_overlap 0``: fewer windows, the same
+stitching buffers).
 """
 
 from __future__ import annotations
@@ -24,7 +31,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import statistics
+import subprocess
+import tempfile
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -300,6 +310,70 @@ def write_rows(rows: Sequence[Measurement], path: Path, context: dict) -> None:
         raise ValueError(f"--output must end in .json or .csv, got '{path}'")
 
 
+def whole_ct_inference(
+    bundle: str, scan: Path, output_dir: Path, overrides: Sequence[tuple[str, str]] = (), threads: int | None = None
+) -> dict:
+    """Run ``bundle``'s inference.json on the folder holding ``scan``; its peak RSS (GiB), wall time and exit code."""
+    folder = bundle_path(bundle)
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
+        "--logging_file", "configs/logging.conf", "--dataset_dir", str(scan.parent), "--output_dir", str(output_dir),
+        "--load_pretrain", "false", "--num_workers", "0",
+    ]  # fmt: skip
+    for key, value in overrides:
+        cmd += [f"--{key}", value]
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    log_path = output_dir / "inference.log"
+    start = time.perf_counter()
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(cmd, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    written = sorted(p.name for p in output_dir.glob("*_seg*"))
+    return {
+        "bundle": bundle,
+        "overrides": dict(overrides),
+        "peak_rss_gib": usage.ru_maxrss / 2**20,  # Linux reports KiB
+        "seconds": seconds,
+        "returncode": process.returncode,
+        "outputs": written,
+        "log": str(log_path),
+    }
+
+
+def _whole_ct(args: argparse.Namespace) -> int:
+    from medattn_networks.data import make_ct_scan
+
+    shape, spacing = tuple(args.shape), tuple(args.spacing)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="wholect_") as tmp:
+        scan = make_ct_scan(Path(tmp) / "in" / "ct.nii.gz", shape, spacing)
+        for bundle in args.bundles:
+            print(f"{bundle}: inference on one {'x'.join(map(str, shape))} CT ...", file=sys.stderr, flush=True)
+            row = whole_ct_inference(bundle, scan, Path(tmp) / bundle, args.set or (), args.threads)
+            if row["returncode"] != 0:
+                print(Path(row["log"]).read_text()[-3000:], file=sys.stderr)
+                print(f"benchmark: {bundle} inference failed (exit {row['returncode']})", file=sys.stderr)
+                return 1
+            row.update(shape=list(shape), spacing=list(spacing))
+            del row["log"]
+            rows.append(row)
+    print(f"| bundle | CT | overrides | peak RSS (GiB) | wall (s) |\n|---|---|---|---:|---:|")
+    for row in rows:
+        over = ", ".join(f"{k}={v}" for k, v in row["overrides"].items()) or "defaults"
+        ct = f"{'×'.join(map(str, shape))} at {'×'.join(map(str, spacing))} mm"
+        print(f"| {row['bundle']} | {ct} | {over} | {row['peak_rss_gib']:.2f} | {row['seconds']:.0f} |")
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps({"context": {"torch": torch.__version__, "threads": args.threads}, "rows": rows}, indent=2) + "\n")
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
 def _device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -327,7 +401,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     net.add_argument("--values", nargs="+", help="only these variants (the baseline is always measured)")
     net.add_argument("--roi_size", type=int, nargs="+", help="input spatial size instead of the bundle's roi_size")
     net.add_argument("--batch", type=int, help="default 1, or 2 with --train (BatchNorm layers cannot train on batch 1)")
+    ct = sub.add_parser("wholect", help="peak RSS of 3D bundles' inference on one whole CT")
+    ct.add_argument("bundles", nargs="+", help="3D bundle names")
+    ct.add_argument("--shape", type=int, nargs=3, default=[512, 512, 200], help="CT size (x, y, z as stored)")
+    ct.add_argument("--spacing", type=float, nargs=3, default=[0.8, 0.8, 2.5], help="voxel size in mm")
+    ct.add_argument("--set", nargs=2, action="append", metavar=("KEY", "VALUE"), help="a bundle override (repeatable)")
+    ct.add_argument("--threads", type=int, help="OMP_NUM_THREADS of the inference process")
+    ct.add_argument("--output", type=Path, help="also write the rows to this .json file")
     args = parser.parse_args(argv)
+    if args.what == "wholect":
+        return _whole_ct(args)
     if args.repeats < 1 or args.warmup < 0:
         parser.error("--repeats must be >= 1 and --warmup >= 0")
     device = _device(args.device)

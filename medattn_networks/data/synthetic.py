@@ -19,6 +19,7 @@ __all__ = [
     "make_brats_cases",
     "make_nifti_folder",
     "make_btcv_cases",
+    "make_ct_scan",
     "make_synapse_transunet",
     "make_acdc_h5",
     "make_mr_nifti_folder",
@@ -180,6 +181,22 @@ def make_btcv_cases(
         if with_label:
             nib.save(nib.Nifti1Image(label, _CT_AFFINE), str(root / "label" / f"label{number:04d}.nii.gz"))
     return root
+
+
+def make_ct_scan(
+    path: str | os.PathLike,
+    shape: Sequence[int] = (512, 512, 200),
+    spacing: Sequence[float] = (0.8, 0.8, 2.5),
+    seed: int = 0,
+) -> Path:
+    """One whole abdominal CT as int16 HU NIfTI (x, y, z as stored, LPS-flipped like a scanner export), no label:
+    the input for whole-volume inference measurements (e.g. 512 × 512 × 200 at 0.8 × 0.8 × 2.5 mm)."""
+    image, _ = _ct_case(np.random.default_rng(seed), shape)
+    affine = np.diag([-float(spacing[0]), -float(spacing[1]), float(spacing[2]), 1.0])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(image, affine), str(path))
+    return path
 
 
 def make_synapse_transunet(

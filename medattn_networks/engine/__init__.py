@@ -30,6 +30,8 @@ from medattn_networks.engine.metrics import (  # noqa: E402
     PER_CASE_CSV,
     SUMMARY_CSV,
     CaseMetricsSaver,
+    HausdorffDistanceMM,
+    PhysicalHausdorffDistanceMetric,
     TransUNetCaseMetric,
     case_metrics,
     dice_coefficient,
@@ -37,6 +39,7 @@ from medattn_networks.engine.metrics import (  # noqa: E402
     metric_percase,
     summarize_case_metrics,
     surface_distances,
+    voxel_spacing,
     write_case_metrics,
 )
 from medattn_networks.engine.slicewise import SliceWiseInferer, resize_slices, slicewise_inference  # noqa: E402
@@ -45,6 +48,8 @@ __all__ += [
     "PER_CASE_CSV",
     "SUMMARY_CSV",
     "CaseMetricsSaver",
+    "HausdorffDistanceMM",
+    "PhysicalHausdorffDistanceMetric",
     "TransUNetCaseMetric",
     "case_metrics",
     "dice_coefficient",
@@ -52,6 +57,7 @@ __all__ += [
     "metric_percase",
     "summarize_case_metrics",
     "surface_distances",
+    "voxel_spacing",
     "write_case_metrics",
     "SliceWiseInferer",
     "resize_slices",

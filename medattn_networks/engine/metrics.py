@@ -24,7 +24,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
-from monai.metrics import CumulativeIterationMetric
+from monai.data import MetaTensor
+from monai.handlers import IgniteMetricHandler
+from monai.metrics import CumulativeIterationMetric, HausdorffDistanceMetric
 from monai.metrics.utils import do_metric_reduction
 from scipy import ndimage
 
@@ -38,6 +40,9 @@ __all__ = [
     "write_case_metrics",
     "TransUNetCaseMetric",
     "CaseMetricsSaver",
+    "voxel_spacing",
+    "PhysicalHausdorffDistanceMetric",
+    "HausdorffDistanceMM",
     "PER_CASE_CSV",
     "SUMMARY_CSV",
 ]
@@ -299,3 +304,66 @@ class CaseMetricsSaver:
         hd = tables.get(self.hd95_name, np.full(shape, np.nan))
         cases = self.cases if len(self.cases) == shape[0] else [f"case{i}" for i in range(shape[0])]
         write_case_metrics(self.save_dir, cases, dice, hd, self.class_names)
+
+
+def voxel_spacing(image: torch.Tensor) -> list[list[float]] | None:
+    """Per-case voxel spacing (mm) of a batch-first MetaTensor from its affine: column norms, ``None`` without meta.
+
+    A (4, 4) affine serves every case of the batch; a (B, 4, 4) one gives one spacing per case.
+    """
+    if not isinstance(image, MetaTensor):
+        return None
+    spatial = image.ndim - 2
+    affine = torch.as_tensor(image.affine, dtype=torch.float64)
+    affines = affine[None].expand(image.shape[0], -1, -1) if affine.ndim == 2 else affine
+    if affines.shape[0] != image.shape[0]:
+        return None
+    return [torch.linalg.vector_norm(a[:spatial, :spatial], dim=0).tolist() for a in affines]
+
+
+class PhysicalHausdorffDistanceMetric(HausdorffDistanceMetric):
+    """MONAI's ``HausdorffDistanceMetric`` in millimetres: each case's spacing is read from its affine.
+
+    MONAI's metric measures in voxels unless ``spacing`` is passed to every call, which its Ignite handler never
+    does; after resampling (e.g. to 1 × 1 × 1.2 mm) voxel distances are not millimetres. This reads the spacing
+    from the ground truth's affine (the prediction's when the label has none); an explicit ``spacing`` still wins.
+    Arguments as ``HausdorffDistanceMetric``.
+    """
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:  # type: ignore[override]
+        if kwargs.get("spacing") is None:
+            kwargs["spacing"] = voxel_spacing(y) or voxel_spacing(y_pred)
+        return super()._compute_tensor(y_pred, y, **kwargs)
+
+
+class HausdorffDistanceMM(IgniteMetricHandler):
+    """Ignite handler of :class:`PhysicalHausdorffDistanceMetric`: as ``monai.handlers.HausdorffDistance``, in mm.
+
+    Args:
+        include_background: include the first channel.
+        distance_metric: ``"euclidean"`` (the only one where spacing matters), ``"chessboard"`` or ``"taxicab"``.
+        percentile: e.g. 95 for HD95; ``None`` for the maximum.
+        directed: directed distance from prediction to ground truth.
+        reduction: MONAI metric reduction.
+        output_transform: engine output → (y_pred, y), e.g. ``from_engine(["pred", "label"])``.
+        save_details: keep the (cases, classes) table in ``engine.state.metric_details``.
+    """
+
+    def __init__(
+        self,
+        include_background: bool = False,
+        distance_metric: str = "euclidean",
+        percentile: float | None = None,
+        directed: bool = False,
+        reduction: str = "mean",
+        output_transform: Callable = lambda x: x,
+        save_details: bool = True,
+    ) -> None:
+        metric_fn = PhysicalHausdorffDistanceMetric(
+            include_background=include_background,
+            distance_metric=distance_metric,
+            percentile=percentile,
+            directed=directed,
+            reduction=reduction,
+        )
+        super().__init__(metric_fn=metric_fn, output_transform=output_transform, save_details=save_details)

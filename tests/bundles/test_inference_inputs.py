@@ -23,13 +23,22 @@ DICOM = REPO_ROOT.parent / "shared" / "data" / "totalseg_ct" / "example_ct_dicom
 SMALL = ["--roi_size", "[16,24,16]", "--num_workers", "0", "--load_pretrain", "false"]
 
 
-def _infer(dataset_dir: Path, output_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+# the FLARE bundles at a CPU-test size: 64×64×32 windows side by side (overlap 0), a small network
+FLARE_SMALL = {
+    "swinunetr_mam_flare": ["--roi_size", "[64,64,32]", "--feature_size", "12"],
+    "nnformer_mam_flare": ["--roi_size", "[64,64,32]", "--embed_dim", "24"],
+}
+
+
+def _infer(
+    dataset_dir: Path, output_dir: Path, *extra: str, bundle: Path = BUNDLE, small: list[str] = SMALL
+) -> subprocess.CompletedProcess:
     cmd = [
         sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--logging_file", "configs/logging.conf",
-        "--dataset_dir", str(dataset_dir), "--output_dir", str(output_dir), *SMALL, *extra,
+        "--dataset_dir", str(dataset_dir), "--output_dir", str(output_dir), *small, *extra,
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, cwd=BUNDLE, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, cwd=bundle, env=env, capture_output=True, text=True, timeout=600)
 
 
 def _monai_affine(path: Path) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -64,6 +73,29 @@ def test_dicom_series_and_nrrd_are_segmented_in_their_physical_space(tmp_path):
         np.testing.assert_allclose(written.affine, affine, atol=1e-4)
         assert written.get_data_dtype() == np.uint8
     assert nib.load(str(tmp_path / "out" / "ct_series_seg.nii.gz")).shape == (512, 512, 20)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not DICOM.is_dir(), reason="needs ../shared/data/totalseg_ct beside the checkout")
+@pytest.mark.parametrize("bundle", sorted(FLARE_SMALL))
+def test_flare_bundles_segment_a_ct_dicom_series_in_its_space(tmp_path, bundle):
+    """A real CT series (512² × 20, 0.98 × 0.98 × 2 mm) through resampling to 1 × 1 × 1.2 mm, the foreground crop
+    and the sliding window, back to the series' grid."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "ct_series").symlink_to(DICOM, target_is_directory=True)
+    small = [*FLARE_SMALL[bundle], "--sw_overlap", "0", "--num_workers", "0", "--load_pretrain", "false"]
+    out = _infer(folder, tmp_path / "out", bundle=REPO_ROOT / "bundles" / bundle, small=small)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    written = nib.load(str(tmp_path / "out" / "ct_series_seg.nii.gz"))
+    affine, shape = _monai_affine(folder / "ct_series")
+    assert written.shape == shape == (512, 512, 20)
+    np.testing.assert_allclose(written.affine, affine, atol=1e-4)
+    assert written.get_data_dtype() == np.uint8
+    assert set(np.unique(np.asarray(written.dataobj))) <= set(range(5))
+    assert not (tmp_path / "out" / "skipped_inputs.csv").is_file() or "ct_series" not in (
+        tmp_path / "out" / "skipped_inputs.csv"
+    ).read_text()
 
 
 def _bomb(path: Path) -> None:

@@ -63,6 +63,36 @@ def test_msd_datalist_errors_name_the_problem(tmp_path):
         msd_datalist(tmp_path, "all")
 
 
+def test_msd_datalist_validation_folder_and_json(tmp_path):
+    make_msd_task(tmp_path, num_cases=4)
+    (tmp_path / "imagesVal").mkdir()
+    (tmp_path / "labelsVal").mkdir()
+    for name in ("case_002.nii.gz", "case_003.nii.gz"):  # the released MAM layout: held-out cases in their own folders
+        (tmp_path / "imagesTr" / name).rename(tmp_path / "imagesVal" / name)
+        (tmp_path / "labelsTr" / name).rename(tmp_path / "labelsVal" / name)
+    train = msd_datalist(tmp_path, "training", num_val=3, val_source="folder")  # num_val is ignored: all of imagesTr
+    val = msd_datalist(tmp_path, "validation", val_source="folder")
+    assert [Path(t["image"]).name for t in train] == ["case_000.nii.gz", "case_001.nii.gz"]
+    assert [Path(v["image"]).parent.name for v in val] == ["imagesVal"] * 2
+    assert [Path(v["label"]).parent.name for v in val] == ["labelsVal"] * 2
+    (tmp_path / "labelsVal" / "case_003.nii.gz").unlink()
+    with pytest.raises(FileNotFoundError, match="imagesVal have no label file, e.g. .*labelsVal/case_003"):
+        msd_datalist(tmp_path, "validation", val_source="folder")
+
+    manifest = {
+        "training": [{"image": "imagesTr/case_000.nii.gz", "label": "labelsTr/case_000.nii.gz"}],
+        "validation": [{"image": "imagesTr/case_001.nii.gz", "label": "labelsTr/case_001.nii.gz"}],
+    }
+    (tmp_path / "dataset.json").write_text(json.dumps(manifest))
+    assert [Path(t["image"]).name for t in msd_datalist(tmp_path, "training", val_source="json")] == ["case_000.nii.gz"]
+    assert [Path(v["image"]).name for v in msd_datalist(tmp_path, "validation", val_source="json")] == ["case_001.nii.gz"]
+    (tmp_path / "dataset.json").write_text(json.dumps({"training": manifest["training"]}))
+    with pytest.raises(ValueError, match="dataset.json has no 'validation' list"):
+        msd_datalist(tmp_path, "validation", val_source="json")
+    with pytest.raises(ValueError, match="val_source must be"):
+        msd_datalist(tmp_path, "validation", val_source="imagesVal")
+
+
 @pytest.mark.parametrize("grades", [("HGG", "LGG"), ("",)])
 def test_brats_datalist_nested_and_flat(tmp_path, grades):
     make_brats_cases(tmp_path, num_cases=4, shape=(8, 8, 6), grades=grades)

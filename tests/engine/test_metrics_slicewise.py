@@ -16,11 +16,14 @@ from medattn_networks.engine.metrics import (
     PER_CASE_CSV,
     SUMMARY_CSV,
     CaseMetricsSaver,
+    HausdorffDistanceMM,
+    PhysicalHausdorffDistanceMetric,
     TransUNetCaseMetric,
     case_metrics,
     dice_coefficient,
     hd95,
     metric_percase,
+    voxel_spacing,
     write_case_metrics,
 )
 from medattn_networks.engine.slicewise import SliceWiseInferer, slicewise_inference
@@ -162,6 +165,42 @@ def _transunet_loop(volume, net, patch):
             out = net(torch.from_numpy(image)[None, None].float()).argmax(1)[0].numpy()
         prediction[index] = zoom(out, (x / patch[0], y / patch[1]), order=0)
     return prediction
+
+
+def _shifted_cubes(spacing):
+    """One-hot (1, 2, 12, 12, 12) pair: a 4³ cube and the same cube 2 voxels further along the last axis."""
+    pred, gt = torch.zeros(2, 1, 2, 12, 12, 12)
+    pred[0, 1, 3:7, 3:7, 3:7] = gt[0, 1, 3:7, 3:7, 5:9] = 1
+    pred[0, 0], gt[0, 0] = 1 - pred[0, 1], 1 - gt[0, 1]
+    affine = torch.diag(torch.tensor([*spacing, 1.0], dtype=torch.float64))
+    return MetaTensor(pred, affine=affine), MetaTensor(gt, affine=affine)
+
+
+def test_hd95_mm_reads_the_spacing_from_the_affine():
+    pred, gt = _shifted_cubes((0.8, 0.8, 2.5))
+    assert voxel_spacing(gt)[0] == pytest.approx([0.8, 0.8, 2.5]) and voxel_spacing(gt.as_tensor()) is None
+    assert PhysicalHausdorffDistanceMetric(percentile=95)(pred, gt).item() == pytest.approx(5.0)  # 2 voxels × 2.5 mm
+    assert PhysicalHausdorffDistanceMetric(percentile=95)([pred[0]], [gt[0]]).item() == pytest.approx(5.0)  # decollated
+    assert PhysicalHausdorffDistanceMetric(percentile=95)(pred.as_tensor(), gt.as_tensor()).item() == 2.0  # no meta
+    explicit = PhysicalHausdorffDistanceMetric(percentile=95)(pred, gt, spacing=[1.0, 1.0, 1.0])
+    assert explicit.item() == 2.0  # an explicit spacing wins
+    rotated = torch.eye(4, dtype=torch.float64)
+    rotated[:3, :3] = torch.tensor([[0.0, -0.8, 0.0], [0.8, 0.0, 0.0], [0.0, 0.0, 2.5]])  # RAS→LPS-like, same spacing
+    assert voxel_spacing(MetaTensor(gt.as_tensor(), affine=rotated))[0] == pytest.approx([0.8, 0.8, 2.5])
+
+
+def test_hd95_mm_handler_in_an_evaluator():
+    pred, gt = _shifted_cubes((1.0, 1.0, 1.2))
+    data = [{"image": pred[0], "pred": pred[0], "label": gt[0]}]
+    evaluator = SupervisedEvaluator(
+        device=torch.device("cpu"),
+        val_data_loader=DataLoader(Dataset(data), batch_size=1),
+        network=torch.nn.Identity(),
+        inferer=lambda image, network: network(image),
+        key_val_metric={"hd95": HausdorffDistanceMM(percentile=95, output_transform=from_engine(["pred", "label"]))},
+    )
+    evaluator.run()
+    assert evaluator.state.metrics["hd95"] == pytest.approx(2.4)
 
 
 def test_slicewise_equals_transunet_loop():
