@@ -6,6 +6,7 @@
     python ci/benchmark.py networks                                                   # every bundle's network
     python ci/benchmark.py networks pam_unet3d_hippocampus --train --output hippo.json
     python ci/benchmark.py wholect swinunetr_mam_flare nnformer_mam_flare --set sw_overlap 0   # whole-CT peak RSS
+    python ci/benchmark.py finemem --sizes 128 256 512 --embed_dim 48     # FINE: cost per window as the volume grows
 
 ``attention`` times each registry module on a (batch, channels, size^d) input against a reference measured in the
 same run: one k×k×(k) convolution channels → channels, the layer the modules are inserted next to. ``networks``
@@ -24,6 +25,13 @@ rules of ``medattn_networks.engine.count_flops`` (one per multiply-add, forward 
 ``--spacing`` say otherwise) and reports the inference process's peak resident memory (``wait4``'s ``ru_maxrss``)
 and wall time. ``--set KEY VALUE`` passes bundle overrides (e.g. ``sw_overlap 0``: fewer windows, the same
 stitching buffers).
+
+``finemem`` runs FINE (``medattn_networks.nets.FINE``, BCV crop 64 × 128 × 128 unless ``--crop`` says otherwise) in
+the position-aware sliding window (nnU-Net placement, step 0.5, no mirroring) over volumes of the crop's depth and
+``--sizes`` in-plane, one fresh process per size, and reports the window count, wall time per window and in all, and
+peak memory: on CUDA the device peak (windows run there, stitching on the CPU), on the CPU the process's peak RSS
+minus what it held before the first window and minus the stitching buffers (computed from their shapes), i.e. the
+working memory of one window. Flat per-window cost and total time proportional to the window count are FINE's claim.
 """
 
 from __future__ import annotations
@@ -374,6 +382,100 @@ def _whole_ct(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fine_one(size: int, crop: Sequence[int], embed_dim: int, wiring: str, device: str, classes: int = 14) -> dict:
+    """One FINE sliding-window pass over a (crop depth, size, size) volume; measured in this process."""
+    import resource
+
+    from medattn_networks.engine import PositionSlidingWindowInferer
+    from medattn_networks.engine.position_inferer import nnunet_window_starts
+    from medattn_networks.nets import FINE
+
+    torch.manual_seed(0)
+    dev = _device(device)
+    net = FINE(img_size=crop, embed_dim=embed_dim, wiring=wiring, out_channels=classes).to(dev).eval()
+    volume = torch.randn(1, 1, crop[0], size, size)
+    padded = [crop[0], max(size, crop[1]), max(size, crop[2])]
+    windows = 1
+    for p, r in zip(padded, crop):
+        windows *= len(nnunet_window_starts(p, r, 0.5))
+    inferer = PositionSlidingWindowInferer(crop, placement="nnunet", step=0.5, mode="gaussian", sw_device=dev, device="cpu")
+    calls: list[float] = []
+
+    def timed(x: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        t0 = time.perf_counter()
+        y = net(x, position)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        calls.append(time.perf_counter() - t0)
+        return y
+
+    with torch.no_grad():
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # model and volume; no window run yet
+        for _ in range(2):  # warm-up: one window's working memory is the same as any later one's
+            net(torch.zeros(1, 1, *crop, device=dev))
+        calls.clear()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+            torch.cuda.reset_peak_memory_stats(dev)
+        start = time.perf_counter()
+        out = inferer(volume, timed)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    voxels = padded[0] * padded[1] * padded[2]
+    buffers = (classes + 1) * voxels * 4 + out.numel() * out.element_size()  # output + count map, and the cropped copy
+    row = {
+        "in_plane": size,
+        "volume": [crop[0], size, size],
+        "windows": windows,
+        "seconds": seconds,
+        "seconds_per_window": seconds / windows,
+        "network_seconds_per_window": statistics.median(calls),
+        "stitching_seconds": seconds - sum(calls),
+        "peak_rss_gib": peak / 2**30,
+        "rss_before_gib": before / 2**30,
+        "stitch_buffers_gib": buffers / 2**30,
+        "window_working_gib": max(peak - before - buffers, 0) / 2**30,
+    }
+    if dev.type == "cuda":
+        row["device_peak_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
+    return row
+
+
+def _fine_memory(args: argparse.Namespace) -> int:
+    if args.one is not None:
+        print(json.dumps(_fine_one(args.one, args.crop, args.embed_dim, args.wiring, args.device)))
+        return 0
+    rows = []
+    for size in args.sizes:
+        cmd = [sys.executable, __file__, "finemem", "--one", str(size), "--crop", *map(str, args.crop),
+               "--embed_dim", str(args.embed_dim), "--wiring", args.wiring, "--device", args.device]  # fmt: skip
+        print(f"FINE sliding window over {args.crop[0]}x{size}x{size} ...", file=sys.stderr, flush=True)
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(done.stderr[-3000:], file=sys.stderr)
+            return 1
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    first = rows[0]
+    print("| in-plane | windows | network s / window (median) | × first | total s | × first (windows ×) | peak RSS GiB | window working GiB |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['in_plane']}² | {r['windows']} | {r['network_seconds_per_window']:.2f} | "
+            f"{r['network_seconds_per_window'] / first['network_seconds_per_window']:.2f} | {r['seconds']:.1f} | "
+            f"{r['seconds'] / first['seconds']:.2f} ({r['windows'] / first['windows']:.0f}) | {r['peak_rss_gib']:.2f} | "
+            f"{r['window_working_gib']:.2f}" + (f" (device {r['device_peak_gib']:.2f})" if "device_peak_gib" in r else "") + " |"
+        )
+    if args.output:
+        context = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": args.device,
+                   "crop": args.crop, "embed_dim": args.embed_dim, "wiring": args.wiring}  # fmt: skip
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps({"context": context, "rows": rows}, indent=2) + "\n")
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
 def _device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -408,9 +510,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ct.add_argument("--set", nargs=2, action="append", metavar=("KEY", "VALUE"), help="a bundle override (repeatable)")
     ct.add_argument("--threads", type=int, help="OMP_NUM_THREADS of the inference process")
     ct.add_argument("--output", type=Path, help="also write the rows to this .json file")
+    fm = sub.add_parser("finemem", help="FINE: time and memory per sliding window as the volume grows")
+    fm.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512], help="in-plane volume sizes")
+    fm.add_argument("--crop", type=int, nargs=3, default=[64, 128, 128], help="FINE's crop (z, y, x)")
+    fm.add_argument("--embed_dim", type=int, default=192, help="FINE's first-stage width (192: BCV)")
+    fm.add_argument("--wiring", default="paper", choices=("paper", "released"))
+    fm.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    fm.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    fm.add_argument("--output", type=Path, help="also write the rows to this .json file")
     args = parser.parse_args(argv)
     if args.what == "wholect":
         return _whole_ct(args)
+    if args.what == "finemem":
+        return _fine_memory(args)
     if args.repeats < 1 or args.warmup < 0:
         parser.error("--repeats must be >= 1 and --warmup >= 0")
     device = _device(args.device)

@@ -219,8 +219,13 @@ class WindowAttention(nn.Module):
         The attention core of :meth:`forward_tokens`, open to subclasses that form q, k, v differently (e.g. keys
         and values from another input); returns (B·nW, N, C).
         """
+        return self.attend_with_mask(q, k, v, self._attention_mask(mask, q.shape[0], q.dtype))
+
+    def attend_with_mask(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: Optional[torch.Tensor]
+    ) -> torch.Tensor:
+        """:meth:`attend` with the additive logit mask (broadcastable to (B·nW, heads, N, N)) already formed."""
         bw, _, n, _ = q.shape
-        attn_mask = self._attention_mask(mask, bw, q.dtype)
         drop = self.attn_drop if self.training else 0.0
         if self._use_fused():
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop, scale=self.scale)

@@ -7,7 +7,7 @@ from medattn_networks.engine.cam import (
     grad_cam,
     normalize_maps,
 )
-from medattn_networks.engine.handlers import NamedMetricsSaver, ProgressLogger
+from medattn_networks.engine.handlers import GradientClipper, NamedMetricsSaver, ProgressLogger
 from medattn_networks.engine.inputs import SaveLabelMapd, inference_datalist, require_checkpoint, with_weights
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "classifier_cam",
     "grad_cam",
     "normalize_maps",
+    "GradientClipper",
     "NamedMetricsSaver",
     "ProgressLogger",
     "inference_datalist",
@@ -63,6 +64,17 @@ __all__ += [
     "resize_slices",
     "slicewise_inference",
 ]
+
+from medattn_networks.engine.position_inferer import (  # noqa: E402
+    CropPositiond,
+    MirroredPredictor,
+    PositionSlidingWindowInferer,
+    crop_position,
+    nnunet_window_starts,
+    window_positions,
+)
+
+__all__ += ["CropPositiond", "MirroredPredictor", "PositionSlidingWindowInferer", "crop_position", "nnunet_window_starts", "window_positions"]
 
 from medattn_networks.engine.flops import FlopCounter, count_flops, count_params, format_count  # noqa: E402
 

@@ -380,8 +380,13 @@ class WeightsLoader:
         """Nothing to do at run time: the weights were loaded when the loader was built."""
 
 
+PROMOTED_COMPANIONS = ("fingerprint.json",)
+
+
 def promote(run_dir: str | os.PathLike, bundle_dir: str | os.PathLike, checkpoint: str = "model.pt", force: bool = False) -> dict:
     """Copy a trained model from a run folder to ``bundle_dir/models/model.pt`` and record where it came from.
+
+    Files of :data:`PROMOTED_COMPANIONS` found in the run folder (the dataset fingerprint) are copied beside it.
 
     The record (run folder, checkpoint, best epoch and metric from best.json, sha256, size, date) goes to
     ``models/model.json`` and to the ``trained_weights`` entry of ``configs/metadata.json``; the previous model is
@@ -416,6 +421,11 @@ def promote(run_dir: str | os.PathLike, bundle_dir: str | os.PathLike, checkpoin
     best = json.loads(best_file.read_text()) if best_file.is_file() else {}
     with atomic_output(target) as tmp:
         shutil.copyfile(source, tmp)
+    # preprocessing planned from the training data (e.g. FINE's dataset fingerprint) travels with the weights
+    for companion in PROMOTED_COMPANIONS:
+        if (run_dir / companion).is_file():
+            with atomic_output(target.with_name(companion)) as tmp:
+                shutil.copyfile(run_dir / companion, tmp)
     record = {
         "file": "models/model.pt",
         "sha256": sha256_file(target),

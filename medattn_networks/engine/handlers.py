@@ -107,3 +107,31 @@ class NamedMetricsSaver(MetricsSaver):
             output_type=self.output_type,
             class_labels=self.class_names,
         )
+
+
+class GradientClipper:
+    """Clip the gradient norm after each backward pass, before the optimizer step (nnU-Net's ``clip_grad_norm_(12)``).
+
+    Attaches to MONAI's ``IterationEvents.BACKWARD_COMPLETED``; under AMP the gradients are unscaled first (the
+    scaler's later ``step`` knows and does not unscale twice).
+
+    Args:
+        max_norm: largest total L2 norm of the gradients.
+    """
+
+    def __init__(self, max_norm: float = 12.0) -> None:
+        if max_norm <= 0:
+            raise ValueError(f"max_norm must be > 0, got {max_norm}")
+        self.max_norm = float(max_norm)
+
+    def attach(self, engine: Engine) -> None:
+        from monai.engines.utils import IterationEvents
+
+        engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        import torch
+
+        if getattr(engine, "amp", False) and getattr(engine, "scaler", None) is not None:
+            engine.scaler.unscale_(engine.optimizer)
+        torch.nn.utils.clip_grad_norm_(engine.network.parameters(), self.max_norm)

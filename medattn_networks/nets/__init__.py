@@ -16,6 +16,7 @@ from medattn_networks.nets.fcn import (
     build_head,
     fcn_resnet50,
 )
+from medattn_networks.nets.fine import FINE, convert_released_fine_state_dict
 from medattn_networks.nets.nnformer import NNFormer, convert_released_nnformer_state_dict
 from medattn_networks.nets.resnet import (
     FCANET_DCT_SIZES,
@@ -38,6 +39,8 @@ __all__ = [
     "SwinUNETRMAM",
     "NNFormer",
     "convert_released_nnformer_state_dict",
+    "FINE",
+    "convert_released_fine_state_dict",
     "DATransUnet",
     "load_r50_vit_npz",
     "convert_released_da_transunet_state_dict",

@@ -112,7 +112,8 @@ def test_evaluate_workflow(bundle, trained, tmp_path):
     metrics = vb.run_evaluation(vb.bundle_path(bundle), result["settings"], result["data"], result["ckpt"], tmp_path / "eval")
     assert 0.0 <= metrics["val_mean_dice"] <= 1.0
     raw = list(csv.reader(open(tmp_path / "eval" / "val_mean_dice_raw.csv")))
-    assert len(raw) - 1 == result["settings"]["train_overrides"]["num_val"], raw
+    overrides = result["settings"]["train_overrides"]
+    assert len(raw) - 1 == (len(overrides["val_cases"]) if "val_cases" in overrides else overrides["num_val"]), raw
     channel_def = vb.bundle_parser(vb.bundle_path(bundle), "train.json").get("_meta_")["network_data_format"]["outputs"]["pred"]["channel_def"]
     foreground = [channel_def[str(i)] for i in range(1, len(channel_def))]
     assert raw[0] == ["filename", *foreground, "mean"]  # classes by name, as metadata's channel_def (no background)
