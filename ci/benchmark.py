@@ -55,7 +55,8 @@ from verify_bundles import bundle_parser, bundle_path  # ci/ is on sys.path: thi
 
 
 SLICE_ATTENTION = ("sa", "pam", "sca", "csa")  # need the depth of their input
-GATED_ATTENTION = ("ag",)  # take (skip, gate): the gate has the same channels at half the size
+# take (skip, gate) with the same channels: the gate at half the size (attention gate) or at the same size (MASAG)
+GATED_ATTENTION = {"ag": 2, "masag": 1}
 
 # config id switched per bundle, and its values; the first value is the baseline the others are compared with
 VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -68,6 +69,7 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "da_transunet_mam_synapse": ("memory", ("none", "sts", "none+plain", "sts+plain")),
     "swinunetr_mam_flare": ("memory", ("none", "ists", "none+plain", "ists+plain")),
     "nnformer_mam_flare": ("memory", ("none", "ists", "none+plain", "ists+plain")),
+    "fine_btcv": ("wiring", ("released", "paper", "released+plain", "paper+plain")),
 }
 # a "+plain" suffix runs the variant on the plain-math attention path instead of scaled_dot_product_attention
 PLAIN_SUFFIX = "+plain"
@@ -202,7 +204,6 @@ def attention_candidates(
     from medattn_networks.attention import create_attention, list_attention
 
     shape = (batch, channels, *([size] * spatial_dims))
-    gate_shape = (batch, channels, *([max(size // 2, 1)] * spatial_dims))
     conv_type = (nn.Conv2d, nn.Conv3d)[spatial_dims - 2]
     reference = f"conv{kernel_size}x{kernel_size}" + (f"x{kernel_size}" if spatial_dims == 3 else "")
     modules: dict[str, nn.Module] = {reference: conv_type(channels, channels, kernel_size, padding=kernel_size // 2)}
@@ -213,12 +214,13 @@ def attention_candidates(
     for name, module in modules.items():
         module = module.to(device).train(train)
         gated = name in GATED_ATTENTION
+        gate_shape = (batch, channels, *([max(size // GATED_ATTENTION.get(name, 1), 1)] * spatial_dims))
 
-        def make_inputs(gated: bool = gated) -> tuple:
+        def make_inputs(gated: bool = gated, gate_shape: tuple = gate_shape) -> tuple:
             x = torch.randn(shape, device=device, requires_grad=train)
             return (x, torch.randn(gate_shape, device=device, requires_grad=train)) if gated else (x,)
 
-        forward = (lambda x, module=module: module(x, torch.empty(gate_shape))) if gated else None
+        forward = (lambda x, module=module, gate_shape=gate_shape: module(x, torch.randn(gate_shape))) if gated else None
         candidates.append(Candidate(name, module, _pass(module, make_inputs, train), _cpu_flops(module, shape, device, forward)))
     return candidates, reference
 

@@ -4,6 +4,7 @@ from medattn_networks.attention.registry import create_attention, get_attention_
 from medattn_networks.attention.channel import ChannelSE
 from medattn_networks.attention.gates import AttentionGate, ProjectExcite
 from medattn_networks.attention import self_attention  # noqa: F401  (registers the self-attention family)
+from medattn_networks.attention.masag import MultiScaleAdaptiveSpatialAttentionGate
 from medattn_networks.attention.memory import MemoryWindowAttention
 from medattn_networks.attention.slice import (
     ChannelSliceAttention,
@@ -19,6 +20,7 @@ __all__ = [
     "register_attention",
     "ChannelSE",
     "MemoryWindowAttention",
+    "MultiScaleAdaptiveSpatialAttentionGate",
     "AttentionGate",
     "ProjectExcite",
     "SliceAttention",

@@ -7,12 +7,13 @@ context block; every module is ``(spatial_dims, channels, ...)`` and works in 2D
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.layers.factories import Conv, Norm, Pool
+from monai.networks.layers.utils import get_act_layer
 
 from medattn_networks.attention.registry import register_attention
 
@@ -103,18 +104,23 @@ class SqueezeExcitation(nn.Module):
         spatial_dims: 2 or 3 (the module is dimension-agnostic).
         channels: feature channels C.
         reduction: r; the hidden layer has ``max(C // r, 1)`` units (the paper uses 16).
+        act: activation of the hidden layer (MONAI name; MaxViT's MBConv uses ``"swish"``, i.e. SiLU).
+        hidden_channels: hidden width instead of ``C // r`` (MaxViT: ``int(C / 16)`` of the expanded width).
     """
 
-    def __init__(self, spatial_dims: int, channels: int, reduction: int = 16) -> None:
+    def __init__(
+        self, spatial_dims: int, channels: int, reduction: int = 16, act: str = "relu", hidden_channels: Optional[int] = None
+    ) -> None:
         super().__init__()
         conv = Conv[Conv.CONV, spatial_dims]
-        hidden = max(channels // reduction, 1)
+        hidden = hidden_channels or max(channels // reduction, 1)
         self.pool = Pool[Pool.ADAPTIVEAVG, spatial_dims](1)
         self.fc1 = conv(channels, hidden, 1)
+        self.act = get_act_layer(act)
         self.fc2 = conv(hidden, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(self.fc2(torch.relu(self.fc1(self.pool(x)))))
+        return x * torch.sigmoid(self.fc2(self.act(self.fc1(self.pool(x)))))
 
 
 @register_attention("se_mmseg")

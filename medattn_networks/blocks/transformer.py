@@ -66,7 +66,7 @@ class Mlp(nn.Module):
         hidden_features: hidden width (default ``in_features``).
         out_features: output width (default ``in_features``).
         act: MONAI activation name.
-        drop: dropout after each linear.
+        drop: dropout after each linear, or (after the activation, after fc2).
     """
 
     def __init__(
@@ -75,17 +75,19 @@ class Mlp(nn.Module):
         hidden_features: Optional[int] = None,
         out_features: Optional[int] = None,
         act: str | tuple = "GELU",
-        drop: float = 0.0,
+        drop: float | tuple[float, float] = 0.0,
     ) -> None:
         super().__init__()
         hidden_features = hidden_features or in_features
+        hidden_drop, out_drop = (drop, drop) if isinstance(drop, (int, float)) else drop
         self.fc1 = nn.Linear(in_features, hidden_features)
         self.act = get_act_layer(act)
         self.fc2 = nn.Linear(hidden_features, out_features or in_features)
-        self.drop = nn.Dropout(drop)
+        self.drop1 = nn.Dropout(hidden_drop)
+        self.drop2 = nn.Dropout(out_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
 
 
 class MlpRelativePositionBias(nn.Module):
@@ -96,18 +98,21 @@ class MlpRelativePositionBias(nn.Module):
         num_heads: one bias per head.
         hidden_dim: MLP width.
         log_spaced: feed ``sign(d)·log(1+|d|)`` instead of the raw offsets ``d``.
+        hidden_drop: dropout after the MLP's activation (MaxViT: 0.125).
     """
 
-    def __init__(self, window: Sequence[int], num_heads: int, hidden_dim: int = 512, log_spaced: bool = False) -> None:
+    def __init__(
+        self, window: Sequence[int], num_heads: int, hidden_dim: int = 512, log_spaced: bool = False, hidden_drop: float = 0.0
+    ) -> None:
         super().__init__()
         window = tuple(window)
         axes = [torch.arange(-(w - 1), w, dtype=torch.float32) for w in window]
         offsets = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(window))
         if log_spaced:
-            offsets = torch.sign(offsets) * torch.log1p(offsets.abs())
+            offsets = torch.sign(offsets) * torch.log(1.0 + offsets.abs())  # not log1p: timm's rounding
         self.register_buffer("rel_coords", offsets, persistent=False)
         self.register_buffer("relative_position_index", relative_position_index(window), persistent=False)
-        self.mlp = Mlp(len(window), hidden_dim, num_heads, act="relu")
+        self.mlp = Mlp(len(window), hidden_dim, num_heads, act="relu", drop=(hidden_drop, 0.0))
 
     def forward(self) -> torch.Tensor:
         return gather_relative_bias(self.mlp(self.rel_coords), self.relative_position_index)

@@ -25,6 +25,8 @@ __all__ = [
     "crop_grid",
     "window_partition",
     "window_reverse",
+    "grid_partition",
+    "grid_reverse",
     "cyclic_shift",
     "shift_attention_mask",
     "relative_position_index",
@@ -130,6 +132,33 @@ def window_reverse(windows: torch.Tensor, window: Sequence[int], grid: Sequence[
         order += [1 + i, 1 + n + i]
     order.append(1 + 2 * n)
     return x.permute(order).reshape([-1, *grid, c])
+
+
+def grid_partition(x: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+    """MaxViT's grid attention windows: (B, *size, C) → (B·nW, prod(grid), C), where window k holds the tokens at
+    ``k + j·(size/grid)`` (a ``grid``-sized lattice of stride size/grid over the whole map); windows in row-major order
+    of their offset ``k``. Each size must be divisible by its grid."""
+    b, *size, c = x.shape
+    n = len(size)
+    shape = [b]
+    for s, g in zip(size, grid):
+        if s % g:
+            raise ValueError(f"size {list(size)} is not divisible by the grid {list(grid)}")
+        shape += [g, s // g]
+    order = [0] + [2 + 2 * i for i in range(n)] + [1 + 2 * i for i in range(n)] + [1 + 2 * n]
+    return x.reshape(shape + [c]).permute(order).reshape(-1, math.prod(grid), c)
+
+
+def grid_reverse(windows: torch.Tensor, grid: Sequence[int], size: Sequence[int]) -> torch.Tensor:
+    """Inverse of :func:`grid_partition`: (B·nW, prod(grid), C) → (B, *size, C)."""
+    n = len(size)
+    c = windows.shape[-1]
+    x = windows.reshape([-1, *(s // g for s, g in zip(size, grid)), *grid, c])
+    order = [0]
+    for i in range(n):
+        order += [1 + n + i, 1 + i]
+    order.append(1 + 2 * n)
+    return x.permute(order).reshape([-1, *size, c])
 
 
 def cyclic_shift(x: torch.Tensor, shift: Sequence[int], reverse: bool = False) -> torch.Tensor:

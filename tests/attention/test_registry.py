@@ -37,8 +37,9 @@ def test_forward_backward_keeps_shape(name, spatial_dims, batch):
     module = create_attention(name, spatial_dims, CHANNELS, **_kwargs(name))
     assert isinstance(module, get_attention_class(name))
     x = torch.randn(batch, CHANNELS, *([SIZE] * spatial_dims), requires_grad=True)
-    if name == "ag":
-        gate = torch.randn(batch, CHANNELS, *([SIZE // 2] * spatial_dims), requires_grad=True)
+    if name in ("ag", "masag"):  # gated: the attention gate takes a coarser gate, MASAG a decoder map of x's size
+        gate_size = SIZE // 2 if name == "ag" else SIZE
+        gate = torch.randn(batch, CHANNELS, *([gate_size] * spatial_dims), requires_grad=True)
         y = module(x, gate)
     else:
         y = module(x)
@@ -46,7 +47,7 @@ def test_forward_backward_keeps_shape(name, spatial_dims, batch):
     assert torch.isfinite(y).all()
     (y * torch.randn_like(y)).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
-    if name == "ag":
+    if name in ("ag", "masag"):
         assert gate.grad is not None and gate.grad.abs().sum() > 0
     if name != "none":
         assert x.grad.abs().sum() > 0
