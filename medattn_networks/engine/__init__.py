@@ -65,6 +65,10 @@ __all__ += [
     "slicewise_inference",
 ]
 
+from medattn_networks.engine.losses import BoundaryDoULoss, boundary_voxels  # noqa: E402
+
+__all__ += ["BoundaryDoULoss", "boundary_voxels"]
+
 from medattn_networks.engine.position_inferer import (  # noqa: E402
     CropPositiond,
     MirroredPredictor,

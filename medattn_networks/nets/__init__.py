@@ -17,6 +17,8 @@ from medattn_networks.nets.fcn import (
     fcn_resnet50,
 )
 from medattn_networks.nets.fine import FINE, convert_released_fine_state_dict
+from medattn_networks.nets.maxvit import MaxViT, load_timm_maxvit, maxvit_rmlp_small_rw_224
+from medattn_networks.nets.msa2net import MSA2Net
 from medattn_networks.nets.nnformer import NNFormer, convert_released_nnformer_state_dict
 from medattn_networks.nets.resnet import (
     FCANET_DCT_SIZES,
@@ -41,6 +43,10 @@ __all__ = [
     "convert_released_nnformer_state_dict",
     "FINE",
     "convert_released_fine_state_dict",
+    "MaxViT",
+    "maxvit_rmlp_small_rw_224",
+    "load_timm_maxvit",
+    "MSA2Net",
     "DATransUnet",
     "load_r50_vit_npz",
     "convert_released_da_transunet_state_dict",
