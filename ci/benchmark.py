@@ -372,7 +372,7 @@ def _whole_ct(args: argparse.Namespace) -> int:
             row.update(shape=list(shape), spacing=list(spacing))
             del row["log"]
             rows.append(row)
-    print(f"| bundle | CT | overrides | peak RSS (GiB) | wall (s) |\n|---|---|---|---:|---:|")
+    print("| bundle | CT | overrides | peak RSS (GiB) | wall (s) |\n|---|---|---|---:|---:|")
     for row in rows:
         over = ", ".join(f"{k}={v}" for k, v in row["overrides"].items()) or "defaults"
         ct = f"{'×'.join(map(str, shape))} at {'×'.join(map(str, spacing))} mm"

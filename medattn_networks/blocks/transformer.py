@@ -42,10 +42,17 @@ __all__ = [
     "PatchMerging",
     "PatchExpand",
     "init_transformer_weights",
+    "drop_path_rates",
     "set_fused_attention",
     "channels_last",
     "channels_first",
 ]
+
+
+def drop_path_rates(depths: Sequence[int], rate: float) -> list[list[float]]:
+    """Stochastic-depth rates rising linearly from 0 to ``rate`` over all blocks, split into one list per stage."""
+    rates = torch.linspace(0, rate, sum(depths), device="cpu").tolist()
+    return [rates[sum(depths[:i]) : sum(depths[: i + 1])] for i in range(len(depths))]
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:

@@ -41,7 +41,7 @@ from medattn_networks.attention.memory import (
     scatter_add_tokens,
     volume_token_indices,
 )
-from medattn_networks.blocks.transformer import Mlp, channels_first, set_fused_attention
+from medattn_networks.blocks.transformer import Mlp, channels_first, drop_path_rates, set_fused_attention
 from medattn_networks.blocks.windows import (
     as_tuple,
     crop_grid,
@@ -347,7 +347,7 @@ class FINE(nn.Module):
             drop=drop_rate,
             attn_drop=attn_drop_rate,
         )
-        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
+        rates = drop_path_rates(depths, drop_path_rate)
         stages = [
             FineStage(
                 dims[i],
@@ -355,13 +355,13 @@ class FINE(nn.Module):
                 num_heads[i],
                 window_size,
                 grids[i],
-                drop_path=rates[sum(depths[:i]) : sum(depths[: i + 1])],
+                drop_path=rates[i],
                 **common,
             )
             for i in range(n)
         ]
         self.model_down = _Encoder(NNFormerPatchEmbed(patch, in_channels, embed_dim), stages, dims, drop_rate)
-        dec_rates = torch.linspace(0, drop_path_rate, sum(decoder_depths), device="cpu").tolist()
+        dec_rates = drop_path_rates(decoder_depths, drop_path_rate)
         up = []
         for k in range(n - 1):
             j = n - 2 - k  # position of level k in the deep-to-fine decoder lists
@@ -372,7 +372,7 @@ class FINE(nn.Module):
                     num_heads=decoder_num_heads[j],
                     window_size=window_size,
                     grid=grids[k],
-                    drop_path=dec_rates[sum(decoder_depths[:j]) : sum(decoder_depths[: j + 1])],
+                    drop_path=dec_rates[j],
                     **common,
                 )
             )

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from monai.networks.layers import DropPath
 
 from medattn_networks.attention.channel import SqueezeExcitation
-from medattn_networks.blocks.transformer import Mlp, MlpRelativePositionBias, WindowAttention, set_fused_attention
+from medattn_networks.blocks.transformer import Mlp, MlpRelativePositionBias, WindowAttention, drop_path_rates, set_fused_attention
 from medattn_networks.blocks.windows import grid_partition, grid_reverse, window_partition, window_reverse
 
 __all__ = ["MaxViT", "MaxViTAttention", "MBConv", "PartitionAttention", "maxvit_rmlp_small_rw_224", "load_timm_maxvit"]
@@ -248,7 +248,7 @@ class MaxViT(nn.Module):
         dim_head: width of an attention head.
         mlp_ratio: MLP width / dim.
         layer_scale: initial layer-scale value.
-        drop_path_rate: stochastic depth, linear over the blocks, constant within a stage (timm's stagewise rule).
+        drop_path_rate: stochastic depth, linear over all blocks (timm's rule).
         fused_attention: run attention on scaled_dot_product_attention (False: the plain-math path).
     """
 
@@ -270,12 +270,11 @@ class MaxViT(nn.Module):
             raise ValueError(f"embed_dims {list(embed_dims)} and depths {list(depths)} need one entry per stage")
         self.window_size = window_size
         self.stem = _Stem(in_channels, stem_widths)
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = drop_path_rates(depths, drop_path_rate)
         stages, width = [], stem_widths[-1]
         for i, (dim, depth) in enumerate(zip(embed_dims, depths)):
-            stage_rates = rates[sum(depths[:i]) : sum(depths[: i + 1])]
             stages.append(
-                _Stage(width, dim, depth, stage_rates, partition_size=window_size, dim_head=dim_head, mlp_ratio=mlp_ratio, layer_scale=layer_scale)
+                _Stage(width, dim, depth, rates[i], partition_size=window_size, dim_head=dim_head, mlp_ratio=mlp_ratio, layer_scale=layer_scale)
             )
             width = dim
         self.stages = nn.Sequential(*stages)

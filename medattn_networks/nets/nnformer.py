@@ -42,6 +42,7 @@ from medattn_networks.blocks.transformer import (
     WindowAttention,
     channels_first,
     channels_last,
+    drop_path_rates,
     set_fused_attention,
 )
 from medattn_networks.blocks.windows import (
@@ -366,7 +367,7 @@ class NNFormer(nn.Module):
         dims = [embed_dim * 2**i for i in range(n)]
         common = dict(mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate, relative_bias="nnformer")
 
-        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
+        rates = drop_path_rates(depths, drop_path_rate)
         encoder_attention = attention_for(memory)
         stages = [
             _EncoderStage(
@@ -377,7 +378,7 @@ class NNFormer(nn.Module):
                 window_size[i],
                 grids[i],
                 window_rule="min",
-                drop_path=rates[sum(depths[:i]) : sum(depths[: i + 1])],
+                drop_path=rates[i],
                 downsample=NNFormerPatchMerging(dims[i]) if i < n - 1 else None,
                 attention=encoder_attention,
                 **common,
@@ -386,7 +387,7 @@ class NNFormer(nn.Module):
         ]
         self.model_down = _Encoder(NNFormerPatchEmbed(patch, in_channels, embed_dim), stages, dims, drop_rate)
 
-        dec_rates = torch.linspace(0, drop_path_rate, sum(decoder_depths), device="cpu").tolist()
+        dec_rates = drop_path_rates(decoder_depths, drop_path_rate)
         up = []
         for k in range(n - 1):
             j = n - 2 - k  # position of level k in the deep-to-fine decoder lists
@@ -397,7 +398,7 @@ class NNFormer(nn.Module):
                     decoder_num_heads[j],
                     decoder_window_size[j],
                     grids[k],
-                    dec_rates[sum(decoder_depths[:j]) : sum(decoder_depths[: j + 1])],
+                    dec_rates[j],
                     **common,
                 )
             )

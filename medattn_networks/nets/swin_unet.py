@@ -27,6 +27,7 @@ from medattn_networks.blocks.transformer import (
     PatchMerging,
     SwinStage,
     channels_first,
+    drop_path_rates,
     init_transformer_weights,
     set_fused_attention,
 )
@@ -89,7 +90,7 @@ class SwinUnet(nn.Module):
         size = as_tuple(img_size, spatial_dims, "img_size")
         grids = stage_grids(size, as_tuple(patch_size, spatial_dims, "patch_size"), n)
         dims = [embed_dim * 2**i for i in range(n)]
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = drop_path_rates(depths, drop_path_rate)
         common = dict(window_rule="min", mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate)
 
         self.patch_embed = PatchEmbed(spatial_dims, patch_size, in_channels, embed_dim)
@@ -102,7 +103,7 @@ class SwinUnet(nn.Module):
                 num_heads[i],
                 window_size,
                 grids[i],
-                drop_path=rates[sum(depths[:i]) : sum(depths[: i + 1])],
+                drop_path=rates[i],
                 downsample=PatchMerging(spatial_dims, dims[i]) if i < n - 1 else None,
                 attention=encoder_attention,
                 **common,
@@ -133,7 +134,7 @@ class SwinUnet(nn.Module):
                     num_heads[level],
                     window_size,
                     grids[level],
-                    drop_path=rates[sum(depths[:level]) : sum(depths[: level + 1])],
+                    drop_path=rates[level],
                     upsample=PatchExpand(spatial_dims, dims[level]) if i < n - 1 else None,
                     attention="window",
                     **common,
