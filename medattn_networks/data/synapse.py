@@ -67,6 +67,7 @@ __all__ = [
     "btcv_case_files",
     "btcv_training_slices",
     "synapse_layout_datalist",
+    "synapse_heldout",
     "SYNAPSE_LAYOUTS",
     "convert_btcv_to_transunet",
     "write_transunet_case",
@@ -424,6 +425,32 @@ def btcv_training_slices(
 SYNAPSE_LAYOUTS = ("transunet", "btcv")
 
 
+def synapse_heldout(
+    data_dir: str | os.PathLike, part: str, num_val: int, list_dir: str | os.PathLike | None = None
+) -> list[dict]:
+    """A validation split inside TransUNet's training cases, so that models are selected without the test set.
+
+    The last ``num_val`` training cases by name are held out: ``part="train"`` gives the slices of the others (the
+    items of ``synapse_datalist(..., "train")``), ``part="val"`` one volume item per held-out case whose ``image`` and
+    ``label`` are the case's slice files in slice order (:class:`LoadNpzH5d` stacks them).
+    """
+    items = synapse_datalist(data_dir, "train", list_dir)
+    cases = sorted({item["case"] for item in items})
+    if not 1 <= int(num_val) < len(cases):
+        raise ValueError(f"num_val must hold out between 1 and {len(cases) - 1} of the {len(cases)} training cases, got {num_val}")
+    held = set(cases[-int(num_val) :])
+    if part == "train":
+        return [item for item in items if item["case"] not in held]
+    if part != "val":
+        raise ValueError(f"part must be 'train' or 'val', got '{part}'")
+    volumes = []
+    for case in sorted(held):
+        slices = sorted((item for item in items if item["case"] == case), key=lambda item: item.get("slice", 0))
+        files = [item["image"] for item in slices]
+        volumes.append({"image": files, "label": list(files), "case": case})
+    return volumes
+
+
 def synapse_layout_datalist(
     data_dir: str | os.PathLike,
     split: str,
@@ -467,7 +494,7 @@ def synapse_layout_datalist(
 class LoadNpzH5d(MapTransform):
     """Read arrays from ``.npz`` or ``.h5`` files into channel-first MetaTensors (a channel axis is added).
 
-    Each key's value is a file path; the array read is the file's dataset of the same name (``image`` and
+    Each key's value is a file path (or a list of 2D slice files, stacked along a new first axis); the array read is the file's dataset of the same name (``image`` and
     ``label`` in the TransUNet and SSL4MIS layouts) unless ``dataset_names`` says otherwise. Images are cast
     to float32, ``label_keys`` to uint8 (they may be stored as float). The MetaTensor carries
     ``filename_or_obj`` and an identity affine (the files hold no spacing).
@@ -514,7 +541,12 @@ class LoadNpzH5d(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             path = d[key]
-            array = self.read(path, self.dataset_names.get(str(key), str(key)))
+            name = self.dataset_names.get(str(key), str(key))
+            if isinstance(path, (list, tuple)):  # 2D slices of one case: stacked slices first, as the h5 volumes
+                array = np.stack([self.read(p, name) for p in path])
+                path = path[0]
+            else:
+                array = self.read(path, name)
             if str(key) in self.label_keys:
                 if np.issubdtype(array.dtype, np.floating):
                     array = np.rint(array)

@@ -190,3 +190,25 @@ def test_check_channels_names_the_file():
     with pytest.raises(ValueError, match=r"/data/scan.nii.gz: expected a 3D image with 1 channel\(s\).*2 channel"):
         CheckChannelsd("image", num_channels=1)({"image": image})
     assert CheckChannelsd("image", num_channels=2)({"image": image})["image"] is image
+
+
+def test_synapse_heldout_keeps_validation_cases_out_of_training(tmp_path):
+    from medattn_networks.data import make_synapse_transunet, synapse_datalist, synapse_heldout
+    from medattn_networks.data.synapse import LoadNpzH5d
+
+    root = make_synapse_transunet(tmp_path / "Synapse", train_cases=("case0005", "case0006", "case0007"), shape=(20, 24, 5))
+    all_slices = synapse_datalist(root, "train")
+    train = synapse_heldout(root, "train", 2)
+    (val_a, val_b) = synapse_heldout(root, "val", 2)
+    assert {item["case"] for item in train} == {"case0005"}
+    assert [val_a["case"], val_b["case"]] == ["case0006", "case0007"]
+    assert len(train) + len(val_a["image"]) + len(val_b["image"]) == len(all_slices)
+    # the held-out slices come back as one volume, slices first in slice order, like the h5 test volumes
+    volume = LoadNpzH5d(["image", "label"])(val_a)
+    slices = [np.load(p) for p in val_a["image"]]
+    assert tuple(volume["image"].shape) == (1, 5, *slices[0]["image"].shape)
+    for k, data in enumerate(slices):
+        assert np.array_equal(volume["image"][0, k].numpy(), data["image"].astype(np.float32))
+        assert np.array_equal(volume["label"][0, k].numpy(), data["label"].astype(np.uint8))
+    with pytest.raises(ValueError, match="num_val must hold out between 1 and 2"):
+        synapse_heldout(root, "val", 3)
