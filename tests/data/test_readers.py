@@ -212,3 +212,34 @@ def test_synapse_heldout_keeps_validation_cases_out_of_training(tmp_path):
         assert np.array_equal(volume["label"][0, k].numpy(), data["label"].astype(np.uint8))
     with pytest.raises(ValueError, match="num_val must hold out between 1 and 2"):
         synapse_heldout(root, "val", 3)
+
+
+def test_isic2018_layout_reads_aligned_images_and_masks(tmp_path):
+    from monai.transforms import AsDiscreted, Compose, EnsureChannelFirstd, LoadImaged
+
+    from medattn_networks.data import isic2018_datalist, make_isic2018
+
+    root = make_isic2018(tmp_path / "isic", {"train": 3, "val": 1, "test": 2}, size=(40, 56))
+    train, val, test = (isic2018_datalist(root, s) for s in ("train", "val", "test"))
+    assert [len(train), len(val), len(test)] == [3, 1, 2]
+    assert [i["case"] for i in test] == ["ISIC_0000004", "ISIC_0000005"]
+    assert test[0]["label"].endswith("ISIC2018_Task1_Test_GroundTruth/ISIC_0000004_segmentation.png")
+    load = Compose([
+        LoadImaged(["image", "label"], reader="PILReader", image_only=True),
+        EnsureChannelFirstd(["image", "label"]),
+        AsDiscreted("label", threshold=128),
+    ])  # fmt: skip
+    d = load(train[0])
+    assert tuple(d["image"].shape[0:1]) == (3,) and d["image"].shape[1:] == d["label"].shape[1:]
+    assert set(np.unique(d["label"].numpy()).tolist()) == {0.0, 1.0}
+    # the lesion is the dark region: image and mask are read in the same orientation
+    brightness = d["image"].float().mean(0)
+    lesion = d["label"][0] > 0
+    assert brightness[lesion].mean() < 0.6 * brightness[~lesion].mean()
+    # images only (an inference folder), and the errors that name what is missing
+    assert "label" not in isic2018_datalist(root, "val", with_labels=False)[0]
+    (root / "ISIC2018_Task1_Training_GroundTruth" / "ISIC_0000001_segmentation.png").unlink()
+    with pytest.raises(FileNotFoundError, match="lacks ISIC_0000001_segmentation.png"):
+        isic2018_datalist(root, "train")
+    with pytest.raises(ValueError, match="split must be one of"):
+        isic2018_datalist(root, "validation")
