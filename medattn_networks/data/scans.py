@@ -65,6 +65,8 @@ logger = logging.getLogger("medattn.inputs")
 
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 SCAN_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
+# 2D photographs (ISIC dermoscopy): not scans, but their label maps are named the same way
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 DICOM_PROBE = 4  # files of a sub-folder looked at for the DICM magic
 _HEADER_BYTES = 1 << 16  # most of a NRRD / MetaImage text header read to find where its raw data lies
 
@@ -114,7 +116,7 @@ def scan_stem(path: str | os.PathLike) -> str:
     path = Path(path)
     name = path.name
     lower = name.lower()
-    for suffix in SCAN_SUFFIXES:
+    for suffix in SCAN_SUFFIXES + IMAGE_SUFFIXES:
         if lower.endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)]
     return nifti_stem(name)

@@ -8,7 +8,15 @@ from medattn_networks.engine.cam import (
     normalize_maps,
 )
 from medattn_networks.engine.handlers import GradientClipper, NamedMetricsSaver, ProgressLogger
-from medattn_networks.engine.inputs import SaveLabelMapd, inference_datalist, require_checkpoint, with_weights
+from medattn_networks.engine.inputs import (
+    SaveLabelMapd,
+    SaveMaskPNGd,
+    check_image,
+    image_folder_datalist,
+    inference_datalist,
+    require_checkpoint,
+    with_weights,
+)
 
 __all__ = [
     "CAMHandler",
@@ -22,6 +30,9 @@ __all__ = [
     "NamedMetricsSaver",
     "ProgressLogger",
     "inference_datalist",
+    "image_folder_datalist",
+    "check_image",
+    "SaveMaskPNGd",
     "SaveLabelMapd",
     "require_checkpoint",
     "with_weights",

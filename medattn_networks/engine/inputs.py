@@ -17,11 +17,11 @@ from monai.transforms import MapTransform
 from monai.utils import ensure_tuple, ensure_tuple_rep
 
 from medattn_networks.data.files import MAX_VOXELS, require_dir, settle_inputs
-from medattn_networks.data.scans import ITK_SUFFIXES, check_scan, list_scans, output_names
+from medattn_networks.data.scans import IMAGE_SUFFIXES, ITK_SUFFIXES, check_scan, list_scans, output_names
 from medattn_networks.engine.checkpoints import atomic_output
 from medattn_networks.errors import NoUsableInputError, WeightsError
 
-__all__ = ["inference_datalist", "SaveLabelMapd", "require_checkpoint", "with_weights"]
+__all__ = ["inference_datalist", "image_folder_datalist", "check_image", "SaveLabelMapd", "SaveMaskPNGd", "require_checkpoint", "with_weights"]
 
 logger = logging.getLogger("medattn.inputs")
 
@@ -97,6 +97,111 @@ def inference_datalist(
         else:
             skipped.append((str(path), problem))
     return settle_inputs(folder, good, skipped, report_dir, nothing, already_done=len(done))
+
+
+_MODE_CHANNELS = {"1": 1, "L": 1, "I": 1, "I;16": 1, "F": 1, "LA": 2, "RGB": 3, "YCbCr": 3, "P": 3, "RGBA": 4, "CMYK": 4}
+
+
+def check_image(path: str | os.PathLike, num_channels: int | None = None) -> str | None:
+    """What makes a 2D image file (JPEG / PNG) unusable, or None: unreadable or truncated data, an empty image, or
+    another channel count than ``num_channels`` (grey 1, RGB 3; a palette image counts as RGB)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()  # decodes everything: a truncated file fails here
+            mode, size = image.mode, image.size
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        return f"not a readable image ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no details'})"
+    if 0 in size:
+        return f"empty image ({size[0]}×{size[1]})"
+    channels = _MODE_CHANNELS.get(mode)
+    if num_channels is not None and channels != num_channels:
+        return f"has {channels if channels is not None else 'an unknown number of'} channel(s) (mode {mode}), the model needs {num_channels}"
+    return None
+
+
+def image_folder_datalist(
+    dataset_dir: str | os.PathLike,
+    num_channels: int | None = None,
+    report_dir: str | os.PathLike | None = None,
+    image_key: str = "image",
+    *,
+    output_dir: str | os.PathLike | None = None,
+    output_key: str = "output",
+    output_postfix: str = "seg",
+    output_ext: str = ".png",
+    skip_existing: bool = False,
+) -> list[dict]:
+    """:func:`inference_datalist` for a folder of 2D images (``.jpg``, ``.jpeg``, ``.png`` directly in it): one
+    ``{image_key: path, output_key: <stem>_<postfix><ext>}`` item per good image, bad ones logged and listed in
+    ``skipped_inputs.csv`` (:func:`check_image`); a folder without images, or with bad images only, raises."""
+    folder = require_dir(dataset_dir, "input folder")
+    nothing = f"no {', '.join(IMAGE_SUFFIXES)} images in input folder '{folder}'"
+    inputs = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not inputs:
+        raise NoUsableInputError(nothing)
+    out_dir = output_dir if output_dir is not None else report_dir
+    if skip_existing and out_dir is None:
+        raise ValueError("skip_existing needs output_dir (or report_dir) to know where the masks are")
+    names = output_names(inputs, output_postfix, output_ext) if out_dir is not None else [None] * len(inputs)
+    good, skipped, done = [], [], 0
+    for path, name in zip(inputs, names):
+        item = {image_key: str(path)}
+        if name is not None:
+            item[output_key] = str(Path(out_dir) / name)
+            if skip_existing and Path(item[output_key]).exists():
+                logger.info("%s: already segmented (%s); left out", path, item[output_key])
+                done += 1
+                continue
+        problem = check_image(path, num_channels)
+        if problem is None:
+            good.append(item)
+        else:
+            skipped.append((str(path), problem))
+    return settle_inputs(folder, good, skipped, report_dir, nothing, already_done=done)
+
+
+class SaveMaskPNGd(MapTransform):
+    """Write each label map as an 8-bit PNG (label ``k`` → ``k · scale``; binary masks: 0 / 255) at the path in
+    ``data[output_key]``, atomically (a temporary file renamed into place).
+
+    The label map is ``(1, W, H)`` or ``(W, H)`` as MONAI's ``PILReader`` reads images (first axis = width), e.g.
+    after ``Invertd`` back to the input's size; it is transposed to PIL's (H, W) for writing.
+
+    Args:
+        keys: label map keys.
+        output_key: key of the target path (from :func:`image_folder_datalist`).
+        scale: grey value per label step (255 for binary masks).
+    """
+
+    def __init__(self, keys: KeysCollection = "pred", output_key: str = "output", scale: int = 255, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.output_key, self.scale = output_key, int(scale)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        from PIL import Image
+
+        d = dict(data)
+        for key in self.key_iterator(d):
+            target = d[self.output_key]
+            target = target[0] if isinstance(target, (list, tuple)) else target
+            label = d[key]
+            array = label.detach().cpu().numpy() if isinstance(label, torch.Tensor) else np.asarray(label)
+            if array.ndim == 3:
+                if array.shape[0] != 1:
+                    raise ValueError(f"expected a one-channel label map, got shape {array.shape} (apply AsDiscreted argmax)")
+                array = array[0]
+            if array.ndim != 2:
+                raise ValueError(f"SaveMaskPNGd writes 2D label maps, got shape {array.shape}")
+            values = np.rint(array).astype(np.int64) * self.scale
+            if values.min() < 0 or values.max() > 255:
+                raise ValueError(f"{target}: label values × {self.scale} leave 0–255 ({values.min()}–{values.max()})")
+            with atomic_output(target, suffix=".png") as tmp:
+                Image.fromarray(values.astype(np.uint8).T).save(tmp, format="PNG")
+            if hasattr(label, "meta"):
+                label.meta["saved_to"] = str(target)
+        return d
 
 
 def _suffix(name: str) -> str:
