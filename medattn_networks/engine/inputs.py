@@ -74,29 +74,48 @@ def inference_datalist(
         f"no .nii or .nii.gz files (nor {', '.join(ITK_SUFFIXES)} files or DICOM series folders) "
         f"in input folder '{folder}'"
     )
-    inputs = list_scans(folder)
+    check = checker or (lambda p: check_scan(p, num_channels, max_voxels=max_voxels))
+    outputs = dict(output_dir=output_dir, output_key=output_key, output_postfix=output_postfix, output_ext=output_ext)
+    return _checked_items(folder, list_scans(folder), nothing, check, report_dir, image_key, skip_existing, **outputs)
+
+
+def _checked_items(
+    folder: Path,
+    inputs: Sequence[Path],
+    nothing: str,
+    check: Callable[[Path], str | None],
+    report_dir: str | os.PathLike | None,
+    image_key: str,
+    skip_existing: bool,
+    *,
+    output_dir: str | os.PathLike | None,
+    output_key: str,
+    output_postfix: str,
+    output_ext: str,
+) -> list[dict]:
+    """The items of the candidate ``inputs`` of an inference folder: output names given, already segmented ones
+    left out (``skip_existing``), each checked with ``check``; bad ones reported through :func:`settle_inputs`."""
     if not inputs:
         raise NoUsableInputError(nothing)
     out_dir = output_dir if output_dir is not None else report_dir
     if skip_existing and out_dir is None:
         raise ValueError("skip_existing needs output_dir (or report_dir) to know where the label maps are")
     names = output_names(inputs, output_postfix, output_ext) if out_dir is not None else [None] * len(inputs)
-    check = checker or (lambda p: check_scan(p, num_channels, max_voxels=max_voxels))
-    good, skipped, done = [], [], []
+    good, skipped, done = [], [], 0
     for path, name in zip(inputs, names):
         item = {image_key: str(path)}
         if name is not None:
             item[output_key] = str(Path(out_dir) / name)
             if skip_existing and Path(item[output_key]).exists():
                 logger.info("%s: already segmented (%s); left out", path, item[output_key])
-                done.append(item)
+                done += 1
                 continue
         problem = check(path)
         if problem is None:
             good.append(item)
         else:
             skipped.append((str(path), problem))
-    return settle_inputs(folder, good, skipped, report_dir, nothing, already_done=len(done))
+    return settle_inputs(folder, good, skipped, report_dir, nothing, already_done=done)
 
 
 _MODE_CHANNELS = {"1": 1, "L": 1, "I": 1, "I;16": 1, "F": 1, "LA": 2, "RGB": 3, "YCbCr": 3, "P": 3, "RGBA": 4, "CMYK": 4}
@@ -139,27 +158,8 @@ def image_folder_datalist(
     folder = require_dir(dataset_dir, "input folder")
     nothing = f"no {', '.join(IMAGE_SUFFIXES)} images in input folder '{folder}'"
     inputs = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not inputs:
-        raise NoUsableInputError(nothing)
-    out_dir = output_dir if output_dir is not None else report_dir
-    if skip_existing and out_dir is None:
-        raise ValueError("skip_existing needs output_dir (or report_dir) to know where the masks are")
-    names = output_names(inputs, output_postfix, output_ext) if out_dir is not None else [None] * len(inputs)
-    good, skipped, done = [], [], 0
-    for path, name in zip(inputs, names):
-        item = {image_key: str(path)}
-        if name is not None:
-            item[output_key] = str(Path(out_dir) / name)
-            if skip_existing and Path(item[output_key]).exists():
-                logger.info("%s: already segmented (%s); left out", path, item[output_key])
-                done += 1
-                continue
-        problem = check_image(path, num_channels)
-        if problem is None:
-            good.append(item)
-        else:
-            skipped.append((str(path), problem))
-    return settle_inputs(folder, good, skipped, report_dir, nothing, already_done=done)
+    outputs = dict(output_dir=output_dir, output_key=output_key, output_postfix=output_postfix, output_ext=output_ext)
+    return _checked_items(folder, inputs, nothing, lambda p: check_image(p, num_channels), report_dir, image_key, skip_existing, **outputs)
 
 
 class SaveMaskPNGd(MapTransform):

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "attention"))
+from key_lists import read_key_list  # noqa: E402
 from attention_testing import count_params, float64_input, randomise  # noqa: E402
 
 from medattn_networks.attention.memory import (
@@ -42,13 +43,7 @@ def _image(batch: int, seed: int = 1) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------------ counts
 def _released_entries() -> list[tuple[str, tuple[int, ...], str]]:
-    """(key, shape, kind) of the released BCV model, read off the released code outside the project."""
-    rows = []
-    for line in RELEASED_KEYS.read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            key, shape, kind = line.split("\t")
-            rows.append((key, tuple(int(s) for s in shape.split("x")) if shape else (), kind))
-    return rows
+    return read_key_list(RELEASED_KEYS)
 
 
 def test_bcv_counts_released_minus_exactly_the_dead_modules():

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "attention"))
+from key_lists import read_key_list  # noqa: E402
 from attention_testing import count_params, float64_input, randomise  # noqa: E402
 
 from medattn_networks.blocks.transformer import set_fused_attention
@@ -27,12 +28,7 @@ SMALL = dict(embed_dims=(32, 32, 64, 64), depths=(1, 1, 2, 1), stem_widths=(8, 1
 
 
 def _timm_entries() -> list[tuple[str, tuple[int, ...], str]]:
-    rows = []
-    for line in TIMM_KEYS.read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            key, shape, kind = line.split("\t")
-            rows.append((key, tuple(int(s) for s in shape.split("x")) if shape else (), kind))
-    return rows
+    return read_key_list(TIMM_KEYS)
 
 
 def test_encoder_has_timms_count_and_keys_and_loads_a_timm_state_dict_strictly(tmp_path):
