@@ -71,6 +71,7 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "nnformer_mam_flare": ("memory", ("none", "ists", "none+plain", "ists+plain")),
     "fine_btcv": ("wiring", ("released", "paper", "released+plain", "paper+plain")),
     "msa2net_synapse": ("decoder", ("released", "paper")),
+    "msa2net_isic2018": ("decoder", ("released", "paper")),
 }
 # a "+plain" suffix runs the variant on the plain-math attention path instead of scaled_dot_product_attention
 PLAIN_SUFFIX = "+plain"

@@ -70,6 +70,7 @@ LAYOUTS = {
     "synapse": "TransUNet: train_npz/caseNNNN_sliceNNN.npz, test_vol_h5/caseNNNN.npy.h5, lists/lists_Synapse (make_synapse_transunet)",
     "btcv": "raw BTCV: img/imgNNNN.nii.gz (HU), label/labelNNNN.nii.gz (13 organ ids) (make_btcv_cases)",
     "acdc": "SSL4MIS h5: data/<case>_slice_<k>.h5, data/<case>.h5, train_slices.list, val.list (make_acdc_h5)",
+    "isic": "ISIC 2018 Task 1: ISIC2018_Task1-2_{Training,Validation,Test}_Input/ISIC_<id>.jpg, ..._GroundTruth/ISIC_<id>_segmentation.png (make_isic2018)",
 }
 
 __all__ = [
@@ -456,7 +457,8 @@ def make_training_data(settings: dict, root: Path) -> Path:
     For synapse / btcv the training cases are the first of TransUNet's 18 (case0005, case0006, ...) and the
     validation cases the first of its 12 test cases (case0008, case0022, ...); ``data_shape`` is (x, y, z) of the
     CT volumes. For acdc the cases are patient001_frame01, _frame02, patient002_frame01, ... (validation after
-    training) and ``data_shape`` is (slices, H, W) of the h5 volumes.
+    training) and ``data_shape`` is (slices, H, W) of the h5 volumes. For isic the training folder gets the
+    training cases and the validation and test folders ``num_val`` each; ``data_shape`` is (H, W) of the images.
     """
     from medattn_networks.data import (
         SYNAPSE_TEST_CASES,
@@ -464,6 +466,7 @@ def make_training_data(settings: dict, root: Path) -> Path:
         make_acdc_h5,
         make_brats_cases,
         make_btcv_cases,
+        make_isic2018,
         make_msd_task,
         make_synapse_transunet,
     )
@@ -483,13 +486,15 @@ def make_training_data(settings: dict, root: Path) -> Path:
     if layout == "acdc":
         cases = _acdc_cases(num_train + num_val, 1)
         return make_acdc_h5(root, cases[:num_train], cases[num_train:], shape=shape)
+    if layout == "isic":
+        return make_isic2018(root, {"train": num_train, "val": num_val, "test": num_val}, size=shape)
     raise ValueError(f"unknown layout '{layout}'")
 
 
 @dataclass
 class InferenceInput:
     source: Path  # the file or case folder given to the bundle
-    reference: Path  # a NIfTI file whose (spatial) shape and affine the output must have
+    reference: Path  # a NIfTI file whose (spatial) shape and affine the output must have (2D images: the image)
     output_stem: str  # output file name without postfix and extension
 
 
@@ -497,12 +502,14 @@ def make_inference_inputs(settings: dict, root: Path, in_channels: int) -> list[
     """Unlabelled inputs for the inference config: NIfTI files (MSD), case folders plus one 4D file (BraTS), or
     single-channel NIfTI volumes for the 2D-slice bundles (synapse / btcv: CT in HU, not RAS; acdc: cine MR,
     oblique and not RAS) — their networks' 3 input channels are the grey slice repeated, so ``in_channels`` is
-    not the files' channel count there."""
-    from medattn_networks.data import make_brats_cases, make_btcv_cases, make_mr_nifti_folder, make_nifti_folder
+    not the files' channel count there; isic: RGB JPEG and PNG images of differing sizes in a flat folder."""
+    from medattn_networks.data import make_brats_cases, make_btcv_cases, make_image_folder, make_mr_nifti_folder, make_nifti_folder
 
     root = Path(root)
     shape = tuple(settings["data_shape"])
     count = settings["num_infer_inputs"]
+    if settings["layout"] == "isic":
+        return [InferenceInput(p, p, p.stem) for p in make_image_folder(root, count, size=shape, seed=11)]
     if settings["layout"] in ("synapse", "btcv"):
         make_btcv_cases(root / "_ct", [f"case{9000 + i:04d}" for i in range(count)], shape=shape, seed=11, with_label=False)
         for path in sorted((root / "_ct" / "img").glob("*.nii.gz")):
@@ -645,8 +652,24 @@ def run_weightless_inference(bundle_dir: Path, settings: dict, input_dir: Path, 
     return run_inference(bundle_dir, settings, input_dir, missing, output_dir, {"handlers#0#_disabled_": True})
 
 
+def _check_png_mask(bundle: str, out: Path, reference: Path, allowed: Sequence[int] | None) -> None:
+    """An 8-bit grey PNG mask with the reference image's size and only ``allowed`` values."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(out) as mask, Image.open(reference) as image:
+        if mask.mode != "L":
+            _fail(bundle, "infer", f"{out.name} is a PNG of mode {mask.mode}, expected 8-bit grey (L)")
+        if mask.size != image.size:
+            _fail(bundle, "infer", f"{out.name} is {mask.size[0]}x{mask.size[1]}, input {reference.name} is {image.size[0]}x{image.size[1]}")
+        values = set(np.unique(np.asarray(mask)).tolist())
+    if allowed is not None and not values <= set(allowed):
+        _fail(bundle, "infer", f"{out.name} holds values {sorted(values)}, allowed {list(allowed)}")
+
+
 def check_inference_outputs(bundle_dir: Path, settings: dict, inputs: Iterable[InferenceInput], output_dir: Path) -> list[Path]:
-    """One uint8 NIfTI per input, with the reference's spatial shape and affine, label values as allowed."""
+    """One uint8 NIfTI per input, with the reference's spatial shape and affine, label values as allowed (2D image
+    bundles: one grey PNG mask per image, of the image's size)."""
     import nibabel as nib
     import numpy as np
 
@@ -661,6 +684,10 @@ def check_inference_outputs(bundle_dir: Path, settings: dict, inputs: Iterable[I
         if not out.is_file():
             present = sorted(p.name for p in Path(output_dir).iterdir()) if Path(output_dir).is_dir() else []
             _fail(bundle, "infer", f"no output {out.name} for input {item.source} (output folder has {present})")
+        if ext == ".png":
+            _check_png_mask(bundle, out, item.reference, settings.get("label_values"))
+            outputs.append(out)
+            continue
         image, reference = nib.load(str(out)), nib.load(str(item.reference))
         if image.get_data_dtype() != np.uint8:
             _fail(bundle, "infer", f"{out.name} is {image.get_data_dtype()}, expected uint8")
@@ -953,7 +980,7 @@ def verify_bundle(
             inputs = make_inference_inputs(settings, work_dir / "infer_in", in_channels)
             run_inference(bundle_dir, settings, work_dir / "infer_in", state["ckpt"], work_dir / "infer_out")
             outputs = check_inference_outputs(bundle_dir, settings, inputs, work_dir / "infer_out")
-            return f"{len(outputs)} outputs, uint8, input shape and affine"
+            return f"{len(outputs)} outputs checked against their inputs (type, shape, geometry, values)"
 
         def weightless() -> str:
             inputs = make_inference_inputs(settings, work_dir / "weightless_in", in_channels)

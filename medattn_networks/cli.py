@@ -65,14 +65,16 @@ def sample_data(output_dir: str, layout: str = "nifti", num: int = 4, seed: int 
     Layouts: nifti (flat folder image_N.nii.gz, an inference input), msd (imagesTr/ + labelsTr/), brats
     (HGG|LGG/<case>/<case>_{t1,t2,t1ce,flair,seg}.nii.gz), synapse (TransUNet train_npz/ + test_vol_h5/ +
     lists/lists_Synapse/), btcv (raw BTCV img/ + label/ NIfTI), acdc (SSL4MIS h5: data/, train_slices.list,
-    val.list). For synapse, btcv and acdc the first half of the cases are training cases, the rest test
-    (synapse, btcv; named after TransUNet's split) or validation (acdc) cases.
+    val.list), isic (ISIC 2018 Task 1 folders: JPEG images, PNG masks), images (flat folder of RGB JPEG / PNG, an
+    inference input of the 2D image bundles). For synapse, btcv and acdc the first half of the cases are training
+    cases, the rest test (synapse, btcv; named after TransUNet's split) or validation (acdc) cases; isic writes
+    num training cases and ceil(num / 4) each for validation and test.
 
     Args:
         output_dir: folder to write to (made if missing; files of the same names are overwritten).
-        layout: nifti, msd, brats, synapse, btcv or acdc.
-        num: how many images (nifti), cases (msd and brats at least 1, btcv 1 to 30, synapse 2 to 30) or
-            volumes for acdc (at least 2).
+        layout: nifti, msd, brats, synapse, btcv, acdc, isic or images.
+        num: how many images (nifti, images), cases (msd, brats and isic at least 1, btcv 1 to 30, synapse 2 to
+            30) or volumes for acdc (at least 2).
         seed: random seed; the same seed writes the same files.
     """
     from medattn_networks.data import make_sample_data

@@ -21,7 +21,7 @@ from medattn_networks.data import (
     synapse_layout_datalist,
 )
 
-LAYOUTS = ("nifti", "msd", "brats", "synapse", "btcv", "acdc")
+LAYOUTS = ("nifti", "msd", "brats", "synapse", "btcv", "acdc", "isic", "images")
 
 
 def test_every_reader_layout_is_offered():
@@ -100,6 +100,26 @@ def test_acdc(tmp_path):
     assert [i["case"] for i in val] == ["patient003_frame01"]
     with h5py.File(val[0]["image"]) as f:
         assert f["image"].ndim == 3 and set(np.unique(f["label"][()])) <= {0, 1, 2, 3}
+
+
+def test_isic(tmp_path):
+    from medattn_networks.data import isic2018_datalist
+
+    out = cli.sample_data(str(tmp_path / "isic"), layout="isic", num=5)
+    counts = {split: len(isic2018_datalist(out, split)) for split in ("train", "val", "test")}
+    assert counts == {"train": 5, "val": 2, "test": 2}  # ceil(5 / 4) held out in each of the other two folders
+
+
+def test_images(tmp_path):
+    from PIL import Image
+
+    from medattn_networks.engine.inputs import image_folder_datalist
+
+    out = cli.sample_data(str(tmp_path / "images"), layout="images", num=3)
+    items = image_folder_datalist(out, num_channels=3)
+    assert [Path(i["image"]).name for i in items] == ["image_0.jpg", "image_1.png", "image_2.jpg"]
+    sizes = [Image.open(i["image"]).size for i in items]
+    assert len(set(sizes)) == 3 and all(Image.open(i["image"]).mode == "RGB" for i in items)
 
 
 def test_same_seed_same_files(tmp_path):

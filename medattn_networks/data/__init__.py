@@ -8,7 +8,7 @@ from medattn_networks.data.brats import (
     find_brats_cases,
 )
 from medattn_networks.data.fingerprint import dataset_fingerprint, intensity_window, load_fingerprint, nnunet_target_spacing
-from medattn_networks.data.isic import ISIC2018_FOLDERS, isic2018_datalist, make_isic2018
+from medattn_networks.data.isic import ISIC2018_FOLDERS, ISIC2018_SPLITS, isic2018_datalist, isic2018_split, make_image_folder, make_isic2018
 from medattn_networks.data.files import SKIPPED_REPORT, check_nifti, is_nifti, nifti_stem, require_dir, settle_inputs, write_skipped_report
 from medattn_networks.data.msd import msd_datalist, split_cases
 from medattn_networks.data.synthetic import (
@@ -33,7 +33,7 @@ __all__ = [
     "brats_datalist",
     "brats_inference_datalist",
     "find_brats_cases",
-"ISIC2018_FOLDERS", "isic2018_datalist", "make_isic2018", "dataset_fingerprint", "intensity_window", "load_fingerprint", "nnunet_target_spacing", "SKIPPED_REPORT", "check_nifti", "is_nifti", "nifti_stem", "require_dir", "settle_inputs", "write_skipped_report", "msd_datalist", "split_cases", "make_brats_cases", "make_msd_task", "make_nifti_folder", "make_btcv_cases", "make_ct_scan", "make_synapse_transunet", "make_acdc_h5", "make_mr_nifti_folder", "SAMPLE_LAYOUTS", "make_sample_data", "CheckChannelsd", "source_name"]
+"ISIC2018_FOLDERS", "ISIC2018_SPLITS", "isic2018_datalist", "isic2018_split", "make_image_folder", "make_isic2018", "dataset_fingerprint", "intensity_window", "load_fingerprint", "nnunet_target_spacing", "SKIPPED_REPORT", "check_nifti", "is_nifti", "nifti_stem", "require_dir", "settle_inputs", "write_skipped_report", "msd_datalist", "split_cases", "make_brats_cases", "make_msd_task", "make_nifti_folder", "make_btcv_cases", "make_ct_scan", "make_synapse_transunet", "make_acdc_h5", "make_mr_nifti_folder", "SAMPLE_LAYOUTS", "make_sample_data", "CheckChannelsd", "source_name"]
 
 from medattn_networks.data.synapse import (  # noqa: E402
     BTCV_LABELS,

@@ -327,6 +327,8 @@ SAMPLE_LAYOUTS = {
     "synapse": "TransUNet train_npz/, test_vol_h5/, lists/lists_Synapse/ (synapse_datalist)",
     "btcv": "raw BTCV img/imgNNNN.nii.gz, label/labelNNNN.nii.gz (btcv_datalist)",
     "acdc": "SSL4MIS h5: data/*.h5, train_slices.list, val.list (acdc_datalist)",
+    "isic": "ISIC 2018 Task 1: ISIC2018_Task1-2_{Training,Validation,Test}_Input/ISIC_*.jpg + *_segmentation.png (isic2018_datalist)",
+    "images": "flat folder image_N.jpg / .png, RGB (an inference input of the 2D image bundles; engine.image_folder_datalist)",
 }
 
 
@@ -347,11 +349,14 @@ def make_sample_data(root: str | os.PathLike, layout: str = "nifti", num: int = 
     * ``btcv``: the raw BTCV layout (:func:`make_btcv_cases`), ``num`` cases (1-30) named as for ``synapse``;
       read them with ``btcv_datalist(root, "all")`` or by ``cases`` (the full TransUNet splits are 18 / 12);
     * ``acdc``: the SSL4MIS h5 layout (:func:`make_acdc_h5`), ``num`` volumes (at least 2) ``patientNNN_frame01``:
-      the first half training (volumes and slices in ``train_slices.list``), the rest in ``val.list``.
+      the first half training (volumes and slices in ``train_slices.list``), the rest in ``val.list``;
+    * ``isic``: the ISIC 2018 Task 1 layout (:func:`make_isic2018`), ``num`` training cases (at least 1) and
+      ⌈num/4⌉ each in the validation and test folders;
+    * ``images``: ``num`` RGB dermoscopy-like JPEG / PNG images in a flat folder (:func:`make_image_folder`).
 
     Args:
         root: output folder (made if missing; files of the same names are overwritten).
-        layout: one of ``nifti``, ``msd``, ``brats``, ``synapse``, ``btcv``, ``acdc``.
+        layout: one of :data:`SAMPLE_LAYOUTS`.
         num: number of images / cases / volumes.
         seed: random seed (same seed, same files).
 
@@ -372,6 +377,14 @@ def make_sample_data(root: str | os.PathLike, layout: str = "nifti", num: int = 
         return make_msd_task(root, num, seed=seed)
     if layout == "brats":
         return make_brats_cases(root, num, seed=seed)
+    if layout in ("isic", "images"):
+        from medattn_networks.data.isic import make_image_folder, make_isic2018
+
+        if layout == "images":
+            make_image_folder(root, num, seed=seed)
+            return Path(root)
+        held_out = -(-num // 4)
+        return make_isic2018(root, {"train": num, "val": held_out, "test": held_out}, seed=seed)
     num_train, num_held_out = _split_count(num)
     if layout == "acdc":
         names = [f"patient{i + 1:03d}_frame01" for i in range(num)]

@@ -21,7 +21,7 @@ from medattn_networks.data.scans import IMAGE_SUFFIXES, ITK_SUFFIXES, check_scan
 from medattn_networks.engine.checkpoints import atomic_output
 from medattn_networks.errors import NoUsableInputError, WeightsError
 
-__all__ = ["inference_datalist", "image_folder_datalist", "check_image", "SaveLabelMapd", "SaveMaskPNGd", "require_checkpoint", "with_weights"]
+__all__ = ["inference_datalist", "image_folder_datalist", "check_image", "SaveLabelMapd", "SaveMaskPNGd", "SingleRegiond", "require_checkpoint", "with_weights"]
 
 logger = logging.getLogger("medattn.inputs")
 
@@ -201,6 +201,44 @@ class SaveMaskPNGd(MapTransform):
                 Image.fromarray(values.astype(np.uint8).T).save(tmp, format="PNG")
             if hasattr(label, "meta"):
                 label.meta["saved_to"] = str(target)
+        return d
+
+
+class SingleRegiond(MapTransform):
+    """Keep only the largest connected region of a binary label map and fill its holes (ISIC's rule: one
+    contiguous lesion without holes). Faces connect (4-neighbourhood in 2D, 6 in 3D); scipy, so no scikit-image.
+
+    Args:
+        keys: label maps, ``(1, *spatial)`` or ``(*spatial)``, foreground = ``foreground``.
+        foreground: the label value of the region.
+    """
+
+    def __init__(self, keys: KeysCollection = "pred", foreground: int = 1, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.foreground = int(foreground)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        from scipy import ndimage
+
+        d = dict(data)
+        for key in self.key_iterator(d):
+            label = d[key]
+            array = label.detach().cpu().numpy() if isinstance(label, torch.Tensor) else np.asarray(label)
+            channel_first = array.ndim >= 3 and array.shape[0] == 1
+            mask = (array[0] if channel_first else array) == self.foreground
+            components, count = ndimage.label(mask)
+            if count > 1:
+                mask = components == 1 + int(np.argmax(np.bincount(components.ravel())[1:]))
+            mask = ndimage.binary_fill_holes(mask)
+            spatial = array[0] if channel_first else array
+            result = np.where(mask, self.foreground, np.where(spatial == self.foreground, 0, spatial)).astype(array.dtype)
+            result = result[None] if channel_first else result
+            if isinstance(label, torch.Tensor):
+                out = label.clone()
+                out.copy_(torch.as_tensor(result))
+                d[key] = out
+            else:
+                d[key] = result
         return d
 
 

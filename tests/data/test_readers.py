@@ -243,3 +243,24 @@ def test_isic2018_layout_reads_aligned_images_and_masks(tmp_path):
         isic2018_datalist(root, "train")
     with pytest.raises(ValueError, match="split must be one of"):
         isic2018_datalist(root, "validation")
+
+
+def test_isic2018_training_images_split_is_the_papers_partition(tmp_path):
+    from medattn_networks.data import isic2018_split, make_isic2018
+
+    root = make_isic2018(tmp_path / "isic", {"train": 23, "val": 2, "test": 1}, size=(16, 16))
+    parts = {p: [i["case"] for i in isic2018_split(root, p, "training_images")] for p in ("train", "val", "test")}
+    # floor(0.7·23) = 16 train, floor(0.1·23) = 2 val, the remaining 5 test, in file-name order, disjoint
+    assert [len(parts[p]) for p in ("train", "val", "test")] == [16, 2, 5]
+    assert parts["train"] + parts["val"] + parts["test"] == [f"ISIC_{k:07d}" for k in range(23)]
+    assert all(i["label"].endswith(f"{i['case']}_segmentation.png") for i in isic2018_split(root, "test", "training_images"))
+    # the official split reads the three challenge folders
+    assert [i["case"] for i in isic2018_split(root, "val")] == ["ISIC_0000023", "ISIC_0000024"]
+    assert [i["case"] for i in isic2018_split(root, "test", "official")] == ["ISIC_0000025"]
+    with pytest.raises(ValueError, match="split must be one of official, training_images"):
+        isic2018_split(root, "train", "random")
+    with pytest.raises(ValueError, match="part must be one of"):
+        isic2018_split(root, "holdout")
+    small = make_isic2018(tmp_path / "small", {"train": 9}, size=(16, 16))
+    with pytest.raises(ValueError, match="at least 10 training images .* found 9"):
+        isic2018_split(small, "val", "training_images")

@@ -6,6 +6,7 @@ import csv
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from medattn_networks.data import make_isic2018
@@ -51,3 +52,27 @@ def test_png_masks_round_trip_in_the_readers_orientation(isic, tmp_path):
     with pytest.raises(ValueError, match="leave 0–255"):
         SaveMaskPNGd("pred")({"pred": label * 2, "output": str(tmp_path / "out" / "bad.png")})
     assert not (tmp_path / "out" / "bad.png").exists()
+
+
+def test_single_region_keeps_the_largest_face_connected_region_and_fills_it():
+    from medattn_networks.engine import SingleRegiond
+
+    label = np.zeros((1, 12, 10), np.uint8)
+    label[0, 1:8, 1:8] = 1
+    label[0, 3, 3] = 0  # a hole
+    label[0, 4, 4] = 2  # another class inside: a hole of the lesion too, filled
+    label[0, 9:11, 8:10] = 1  # a second, smaller region
+    label[0, 8, 8] = 1  # touches the big region only at a corner: its own region
+    label[0, 0, 9] = 2  # other labels elsewhere stay
+    out = SingleRegiond("pred")({"pred": torch.as_tensor(label)})["pred"]
+    assert isinstance(out, torch.Tensor) and out.shape == label.shape and out.dtype == torch.uint8
+    expected = np.zeros((12, 10), np.uint8)
+    expected[1:8, 1:8] = 1
+    expected[0, 9] = 2
+    np.testing.assert_array_equal(out[0].numpy(), expected)
+    # 3D without a channel axis, as numpy; an empty map stays empty
+    volume = np.zeros((5, 6, 7), np.int64)
+    volume[1:4, 1:4, 1:4], volume[2, 2, 2], volume[0, 5, 6] = 1, 0, 1
+    kept = SingleRegiond("pred")({"pred": volume})["pred"]
+    assert kept.sum() == 27 and kept[0, 5, 6] == 0
+    assert not SingleRegiond("pred")({"pred": np.zeros((1, 4, 4))})["pred"].any()
