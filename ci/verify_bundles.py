@@ -15,7 +15,7 @@ Checks per bundle:
     a. files       required files exist, every JSON config parses
        format      every configs/*.json formatted as the zoo's pre-commit pretty-format-json --indent=4
                    --no-sort-keys + end-of-file-fixer leave it (``--fix_format`` rewrites them)
-    b. metadata    metadata.json against ci/meta_schema.json, name == folder, version == highest changelog key,
+    b. metadata    metadata.json against medattn_networks/zoo/meta_schema.json, name == folder, version == highest changelog key,
                    channel_def has num_channels entries
     c. logging     configs/logging.conf passes MONAI's allow-list and loads with logging.config.fileConfig
     d. net         network_def of train.json and inference.json: in/out channels and spatial shape vs. metadata;
@@ -57,7 +57,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLES_DIR = REPO_ROOT / "bundles"
-SCHEMA_FILE = REPO_ROOT / "ci" / "meta_schema.json"
+SCHEMA_FILE = REPO_ROOT / "medattn_networks" / "zoo" / "meta_schema.json"  # shipped with the package (medattn zoo verify)
 SETTINGS_FILE = REPO_ROOT / "ci" / "bundle_test_settings.json"
 
 CONFIG_NAMES = ("metadata.json", "train.json", "evaluate.json", "inference.json", "multi_gpu_train.json")
@@ -201,11 +201,11 @@ def variant_settings(settings: dict, variant: str) -> dict:
     return merged
 
 
-def _version_tuple(version: str) -> tuple:
-    """'1.10.2-rc1' → (1, 10, 2, ...): numeric parts compare as numbers, a pre-release sorts before its release."""
-    core, _, pre = version.partition("+")[0].partition("-")
-    numbers = tuple(int(p) for p in core.split("."))
-    return numbers + ((0, pre) if pre else (1, ""),)
+def _version_tuple(version: str):
+    """Semantic order of bundle versions: the zoo's (numeric parts as numbers, a pre-release before its release)."""
+    from medattn_networks.zoo.versions import version_key
+
+    return version_key(version)
 
 
 def _configs(bundle_dir: Path) -> Path:

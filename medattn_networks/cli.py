@@ -3,9 +3,10 @@
     medattn demo                      # segment a folder with pam_unet3d_hippocampus (input made here)
     medattn bundles [--bundles_dir D] # list the bundles
     medattn attention                 # list attention modules of the registry
-    medattn sample_data OUT [--layout nifti|msd|brats|synapse|btcv|acdc] [--num N] [--seed S]
+    medattn sample_data OUT [--layout nifti|msd|brats|synapse|btcv|acdc|isic|images] [--num N] [--seed S]
     medattn plot RUN_DIR [--output PNG]             # training curves of a run folder
     medattn promote RUN_DIR [--checkpoint model.pt] [--force]   # a run's model -> the bundle's models/
+    medattn zoo list | install NAME|URL|ZIP | verify DIR | package DIR | export DIR OUT --base_urls U | push DIR REPO
 
 ``medattn <command> --help`` describes a command's flags.
 """
@@ -228,7 +229,13 @@ def promote(run_dir: str, bundle_dir: str | None = None, checkpoint: str = "mode
     return str(bundle_path / record["file"])
 
 
-COMMANDS = {"demo": demo, "bundles": bundles, "attention": attention, "sample_data": sample_data, "plot": plot, "promote": promote}
+def _zoo():
+    from medattn_networks.zoo.commands import ZooCommands
+
+    return ZooCommands()
+
+
+COMMANDS = {"demo": demo, "bundles": bundles, "attention": attention, "sample_data": sample_data, "plot": plot, "promote": promote, "zoo": _zoo()}
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "OutputNotWritableError",
     "WeightsError",
     "ConfigError",
+    "ZooError",
     "InputsSkipped",
 ]
 
@@ -67,6 +68,10 @@ class WeightsError(BundleError, FileNotFoundError, RuntimeError):
 
 class ConfigError(BundleError, ValueError):
     """An override or config value is unknown or malformed."""
+
+
+class ZooError(BundleError, ValueError):
+    """A zoo package, index entry, download or install is refused: the message says what and where."""
 
 
 class InputsSkipped(SystemExit):

@@ -1,6 +1,6 @@
 """Bundle verification (ci/verify_bundles.py) on every folder in bundles/, plus bad-input runs of the real configs.
 
-Per bundle (parametrized over bundles/*): a. required files, b. metadata vs. ci/meta_schema.json, c. logging.conf,
+Per bundle (parametrized over bundles/*): a. required files, b. metadata vs. medattn_networks/zoo/meta_schema.json, c. logging.conf,
 d. network in/out vs. metadata, e. train / evaluate / infer workflows on generated data in the dataset's published
 layout, f. TorchScript export. g. is the 2-process torchrun training. Small per-bundle settings: ci/bundle_test_settings.json.
 

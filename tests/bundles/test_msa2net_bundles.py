@@ -1,4 +1,5 @@
-"""msa2net_isic2018: what the generic bundle checks cannot see — PNG masks in each image's own orientation and
+"""The MSA²Net bundles beyond the generic checks. msa2net_synapse: its ACDC overlay on the shared data.
+msa2net_isic2018: what the generic bundle checks cannot see — PNG masks in each image's own orientation and
 size, bad images skipped and reported, and the paper's metrics (pooled DSC / SE / SP / ACC, per-image Dice)
 against an independent count.
 
@@ -168,3 +169,14 @@ def test_full_size_network_has_the_count_the_card_states():
     assert count == 76_605_987  # msa2net_synapse's 76,606,666 less 7 classes × (96 weights + 1 bias)
     assert f"{count:,}" in vb.check_metadata(BUNDLE)["description"]
     assert f"**{count:,} parameters**" in (BUNDLE / "docs" / "README.md").read_text()
+
+
+@pytest.mark.skipif(not (REPO_ROOT.parent / "shared" / "data" / "acdc" / "train_slices.list").is_file(), reason="shared ACDC data absent")
+def test_msa2net_synapse_acdc_overlay_reads_the_shared_data():
+    parser = vb.bundle_parser(REPO_ROOT / "bundles" / "msa2net_synapse", ["train.json", "acdc.json"])
+    train, val = parser.get_parsed_content("train#dataset#data"), parser.get_parsed_content("validate#dataset#data")
+    assert len(train) == 1312 and len(val) == 20
+    item = parser.get_parsed_content("train#preprocessing")(train[0])
+    assert item["image"].shape == (1, 224, 224) and set(torch.unique(item["label"]).tolist()) <= {0, 1, 2, 3}
+    assert parser.get_parsed_content("network_def").decoder_0.last_layer.out_channels == 4
+    assert parser.get_parsed_content("class_names")[1:] == ["right_ventricle", "myocardium", "left_ventricle"]
