@@ -7,6 +7,7 @@
     python ci/benchmark.py networks pam_unet3d_hippocampus --train --output hippo.json
     python ci/benchmark.py wholect swinunetr_mam_flare nnformer_mam_flare --set sw_overlap 0   # whole-CT peak RSS
     python ci/benchmark.py finemem --sizes 128 256 512 --embed_dim 48     # FINE: cost per window as the volume grows
+    python ci/benchmark.py compare --write      # every bundle network on CPU: docs/performance.md + a line per card
 
 ``attention`` times each registry module on a (batch, channels, size^d) input against a reference measured in the
 same run: one k×k×(k) convolution channels → channels, the layer the modules are inserted next to. ``networks``
@@ -51,7 +52,7 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
-from verify_bundles import bundle_parser, bundle_path  # ci/ is on sys.path: this script's folder
+from verify_bundles import REPO_ROOT, bundle_parser, bundle_path  # ci/ is on sys.path: this script's folder
 
 
 SLICE_ATTENTION = ("sa", "pam", "sca", "csa")  # need the depth of their input
@@ -480,6 +481,207 @@ def _fine_memory(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------------- compare
+MATMUL_SIZE = 2048  # the reference: one fp32 2048 × 2048 matmul (2048³ multiply-adds)
+PERFORMANCE_DOC = REPO_ROOT / "docs" / "performance.md"
+CARD_START, CARD_END = "<!-- performance:start -->", "<!-- performance:end -->"
+
+
+def matmul_candidate(device: torch.device, size: int = MATMUL_SIZE) -> Candidate:
+    """One fp32 ``size × size`` matmul: the machine's attainable multiply-add rate, measured in the same run."""
+    a, b = (torch.randn(size, size, device=device) for _ in range(2))
+
+    def step() -> None:
+        torch.mm(a, b)
+
+    return Candidate(f"matmul {size}²", nn.Identity(), step, lambda: size**3)
+
+
+def _plain_value(bundle: str, parser) -> str | None:
+    """The '+plain' variant of the bundle's default setting (every speed option off), if the bundle has one."""
+    if bundle not in VARIANTS:
+        return None
+    switch, known = VARIANTS[bundle]
+    default = str(parser.get_parsed_content(switch)) if switch in parser else None
+    plain = f"{default}{PLAIN_SUFFIX}"
+    return plain if plain in known else None
+
+
+def compare_bundle(bundle: str, device: torch.device, train: bool, repeats: int, warmup: int) -> dict:
+    """Time ``bundle``'s inference network at its bundle configuration (batch 1, or 2 with ``train``), with every
+    speed option off where it has any, and a same-run matmul; returns the rows (multiply-add rates, the share of
+    the matmul's rate) and this process's peak RSS."""
+    import resource
+
+    parser = bundle_parser(bundle_path(bundle), "inference.json")
+    in_channels = parser.get_parsed_content("in_channels")
+    roi = list(parser.get_parsed_content("roi_size"))
+    batch = 2 if train else 1
+    shape = (batch, in_channels, *roi)
+    configs = {"default": {}}
+    plain = _plain_value(bundle, parser)
+    if plain is not None:
+        switch = VARIANTS[bundle][0]
+        configs["options off"] = variant_overrides(switch, plain, bundle)
+    candidates = []
+    for label, overrides in configs.items():
+        network = bundle_parser(bundle_path(bundle), "inference.json", overrides).get_parsed_content("network_def").to(device).train(train)
+
+        def make_inputs(shape: tuple = shape) -> tuple:
+            return (torch.randn(shape, device=device, requires_grad=train),)
+
+        candidates.append(Candidate(label, network, _pass(network, make_inputs, train), _cpu_flops(network, shape, device)))
+    reference = matmul_candidate(device)
+    times = time_candidates([*candidates, reference], device, repeats, warmup)
+    matmul_rate = reference.count_flops() / times[reference.name]
+    rows = []
+    for candidate in candidates:
+        macs = candidate.count_flops() * (3 if train else 1)  # backward ≈ 2 × forward
+        rate = macs / times[candidate.name]
+        rows.append({
+            "name": candidate.name,
+            "params": sum(p.numel() for p in candidate.module.parameters()),
+            "gmacs": macs / 1e9,
+            "ms": times[candidate.name] * 1e3,
+            "gmacs_per_s": rate / 1e9,
+            "matmul_share": rate / matmul_rate,
+        })
+    base = rows[0]["ms"]
+    for row in rows:
+        row["time_vs_default"] = row["ms"] / base
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    return {
+        "bundle": bundle,
+        "input": list(shape),
+        "rows": rows,
+        "matmul_gmacs_per_s": matmul_rate / 1e9,
+        "peak_rss_mib": peak,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _machine() -> dict:
+    """What the numbers were measured on."""
+    import platform
+
+    model = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        model = next((l.split(":", 1)[1].strip() for l in cpuinfo.read_text().splitlines() if l.startswith("model name")), "")
+    return {"cpu": model or platform.processor(), "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}
+
+
+def format_compare(results: Sequence[dict], context: dict) -> str:
+    """docs/performance.md: one row per bundle network (and its options-off form)."""
+    lines = [
+        "# Speed on CPU",
+        "",
+        "Generated by `python ci/benchmark.py compare --write` (do not edit by hand). Each bundle network runs in a fresh",
+        "process at its bundle configuration (`configs/inference.json`, batch 1, random weights), forward without",
+        "gradients, round-robin with one fp32 2048 × 2048 matmul in the same process. The median of the rounds is",
+        "reported. *share of matmul* is the network's multiply-add rate (fvcore rules, `engine.count_flops`) divided by",
+        "the matmul's. *options off* is the same network with scaled_dot_product_attention off (its plain-math path),",
+        "for the networks that have that option. Peak RSS is the whole measuring process (model, inputs, activations).",
+        "",
+        f"- Machine: {context['cpu']}, {context['cores']} cores; torch {context['torch']}, Python {context['python']}.",
+        f"- Threads: {context['threads']}; load average {context['load_before']} before, {context['load_after']} after;"
+        f" {context['repeats']} rounds after {context['warmup']} warm-up pass(es).",
+        f"- Measured {context['date']}.",
+        "",
+        "| bundle | network | input | GMAC | ms | GMAC/s | share of matmul | time × default | peak RSS MiB |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for result in results:
+        for row in result["rows"]:
+            shape = "×".join(str(s) for s in result["input"][1:])
+            lines.append(
+                f"| `{result['bundle']}` | {row['name']} | {shape} | {row['gmacs']:.2f} | {row['ms']:.0f} | {row['gmacs_per_s']:.1f} "
+                f"| {row['matmul_share']:.0%} | {row['time_vs_default']:.2f} | {result['peak_rss_mib']:.0f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def card_section(result: dict, context: dict) -> str:
+    """The lines a model card carries between its performance markers."""
+    rows = ", ".join(
+        f"{row['name']}: {row['ms']:.0f} ms, {row['gmacs_per_s']:.1f} GMAC/s = {row['matmul_share']:.0%} of a same-run matmul"
+        for row in result["rows"]
+    )
+    shape = "×".join(str(s) for s in result["input"][1:])
+    return (
+        f"{CARD_START}\n**Speed on CPU** (`python ci/benchmark.py compare --write`, {context['date']}; {context['cpu']}, "
+        f"{context['threads']} threads): one {shape} forward pass at batch 1 — {rows}; peak RSS {result['peak_rss_mib']:.0f} MiB. "
+        f"All bundles: docs/performance.md.\n{CARD_END}"
+    )
+
+
+def write_card_section(card: Path, section: str) -> bool:
+    """Put ``section`` between the card's markers (replacing what was there) or, the first time, just before its
+    "## MONAI Bundle Commands" heading (else at the end). Returns whether the card changed."""
+    text = card.read_text()
+    if CARD_START in text and CARD_END in text:
+        head, rest = text.split(CARD_START, 1)
+        new = head + section + rest.split(CARD_END, 1)[1]
+    elif "\n## MONAI Bundle Commands" in text:
+        head, rest = text.split("\n## MONAI Bundle Commands", 1)
+        new = head.rstrip("\n") + "\n\n" + section + "\n\n## MONAI Bundle Commands" + rest
+    else:
+        new = text.rstrip("\n") + "\n\n" + section + "\n"
+    if new != text:
+        card.write_text(new)
+    return new != text
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from verify_bundles import list_bundles
+
+    device = _device(args.device)
+    if args.one:
+        result = compare_bundle(args.one, device, args.train, args.repeats, args.warmup)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        return 0
+    bundles = args.bundles or list_bundles()
+    load_before = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    results = []
+    for bundle in bundles:
+        print(f"measuring {bundle}...", file=sys.stderr, flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "result.json"
+            cmd = [sys.executable, str(Path(__file__).resolve()), "compare", "--one", bundle, "--json", str(out),
+                   "--device", args.device, "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
+            if args.train:
+                cmd.append("--train")
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(f"benchmark: {bundle} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+                return 1
+            results.append(json.loads(out.read_text()))
+        for row in results[-1]["rows"]:
+            print(f"  {row['name']}: {row['ms']:.0f} ms, {row['matmul_share']:.0%} of matmul", file=sys.stderr)
+    context = {
+        **_machine(),
+        "threads": results[0]["threads"] if results else torch.get_num_threads(),
+        "load_before": load_before,
+        "load_after": " ".join(f"{v:.2f}" for v in os.getloadavg()),
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    text = format_compare(results, context)
+    print(text)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps({"context": context, "results": results}, indent=2) + "\n")
+    if args.write:
+        PERFORMANCE_DOC.parent.mkdir(parents=True, exist_ok=True)
+        PERFORMANCE_DOC.write_text(text)
+        for result in results:
+            card = bundle_path(result["bundle"]) / "docs" / "README.md"
+            if write_card_section(card, card_section(result, context)):
+                print(f"updated {card}", file=sys.stderr)
+    return 0
+
+
 def _device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -514,6 +716,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ct.add_argument("--set", nargs=2, action="append", metavar=("KEY", "VALUE"), help="a bundle override (repeatable)")
     ct.add_argument("--threads", type=int, help="OMP_NUM_THREADS of the inference process")
     ct.add_argument("--output", type=Path, help="also write the rows to this .json file")
+    cp = sub.add_parser("compare", help="every bundle network: time, share of a same-run matmul, peak RSS")
+    cp.add_argument("bundles", nargs="*", help="bundle names (default: every bundle)")
+    cp.add_argument("--device", default="cpu", help="cpu (the point of this table) | cuda")
+    cp.add_argument("--train", action="store_true", help="forward + backward at batch 2")
+    cp.add_argument("--repeats", type=int, default=3, help="timed rounds (median reported)")
+    cp.add_argument("--warmup", type=int, default=1, help="untimed passes of each candidate first")
+    cp.add_argument("--output", type=Path, help="also write the results to this .json file")
+    cp.add_argument("--write", action="store_true", help="write docs/performance.md and each bundle card's speed line")
+    cp.add_argument("--one", help=argparse.SUPPRESS)
+    cp.add_argument("--json", help=argparse.SUPPRESS)
     fm = sub.add_parser("finemem", help="FINE: time and memory per sliding window as the volume grows")
     fm.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512], help="in-plane volume sizes")
     fm.add_argument("--crop", type=int, nargs=3, default=[64, 128, 128], help="FINE's crop (z, y, x)")
@@ -527,6 +739,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _whole_ct(args)
     if args.what == "finemem":
         return _fine_memory(args)
+    if args.what == "compare":
+        return _compare(args)
     if args.repeats < 1 or args.warmup < 0:
         parser.error("--repeats must be >= 1 and --warmup >= 0")
     device = _device(args.device)

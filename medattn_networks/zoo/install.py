@@ -192,7 +192,9 @@ def install(
     """
     kind = _source_kind(str(source))
     target_dir = Path(target_dir) if target_dir is not None else default_zoo_dir()
-    loaded = index if isinstance(index, dict) else (load_index(index, timeout=timeout) if (kind == "name" or index is not None) else None)
+    # a name or URL is looked up in the index (the shipped one by default); a local zip only when an index is given
+    wanted = kind in ("name", "url") or index is not None
+    loaded = index if isinstance(index, dict) else (load_index(index, timeout=timeout) if wanted else None)
     entry = select_entry(loaded, str(source), version) if kind == "name" else None
     if entry is not None:
         if sha256 is not None and sha256.lower() != entry["zip"]["sha256"]:

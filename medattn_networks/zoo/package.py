@@ -14,7 +14,7 @@ import json
 import os
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Sequence
+from typing import Iterable
 
 from medattn_networks.errors import ZooError
 
@@ -201,7 +201,3 @@ def package_bundle(
             tmp.unlink()
     return target, large
 
-
-def package_many(bundle_dirs: Sequence[str | os.PathLike], output_dir: str | os.PathLike, **kwargs) -> list[Path]:
-    """:func:`package_bundle` for several folders; returns the zips."""
-    return [package_bundle(d, output_dir, **kwargs)[0] for d in bundle_dirs]

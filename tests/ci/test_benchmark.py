@@ -93,3 +93,35 @@ def test_bad_arguments_are_named(argv, message, capsys):
 def test_every_bundle_has_benchmark_variants():
     bundles = sorted(p.name for p in (REPO_ROOT / "bundles").iterdir() if (p / "configs" / "inference.json").is_file())
     assert sorted(bm.VARIANTS) == bundles
+
+
+def test_compare_measures_a_bundle_network_with_its_options_off_and_a_matmul():
+    result = bm.compare_bundle("swin_unet_mam_synapse", torch.device("cpu"), train=False, repeats=1, warmup=0)
+    rows = {r["name"]: r for r in result["rows"]}
+    assert list(rows) == ["default", "options off"]  # options off: the plain-math attention path instead of SDPA
+    assert result["input"] == [1, 3, 224, 224] and result["matmul_gmacs_per_s"] > 0 and result["peak_rss_mib"] > 100
+    assert rows["default"]["params"] == rows["options off"]["params"] and rows["default"]["time_vs_default"] == 1.0
+    for row in rows.values():
+        # the share is the network's multiply-add rate over the matmul's, from the same run
+        assert row["gmacs_per_s"] == pytest.approx(row["gmacs"] / (row["ms"] / 1e3))
+        assert row["matmul_share"] == pytest.approx(row["gmacs_per_s"] / result["matmul_gmacs_per_s"])
+    assert bm.compare_bundle("pam_unet3d_hippocampus", torch.device("cpu"), False, 1, 0)["rows"][0]["name"] == "default"
+
+
+def test_compare_writes_the_table_and_one_line_per_card(tmp_path):
+    context = {"cpu": "Test CPU", "cores": 2, "torch": "2.13.0", "python": "3.11", "threads": 2, "load_before": "0.10",
+               "load_after": "0.20", "repeats": 3, "warmup": 1, "date": "2026-12-04"}
+    result = {"bundle": "b", "input": [1, 1, 8, 8], "peak_rss_mib": 512.0, "threads": 2, "matmul_gmacs_per_s": 40.0,
+              "rows": [{"name": "default", "params": 10, "gmacs": 1.5, "ms": 100.0, "gmacs_per_s": 15.0, "matmul_share": 0.375, "time_vs_default": 1.0}]}
+    table = bm.format_compare([result], context)
+    assert "| `b` | default | 1×8×8 | 1.50 | 100 | 15.0 | 38% | 1.00 | 512 |" in table and "Test CPU, 2 cores" in table
+    card = tmp_path / "README.md"
+    card.write_text("# b\n\n## Performance\n\ntext\n\n## MONAI Bundle Commands\n\ncmd\n")
+    assert bm.write_card_section(card, bm.card_section(result, context))
+    first = card.read_text()
+    assert first.index(bm.CARD_START) < first.index("## MONAI Bundle Commands") and "38% of a same-run matmul" in first
+    result["rows"][0]["matmul_share"] = 0.5
+    assert bm.write_card_section(card, bm.card_section(result, context))  # replaced in place, not added again
+    second = card.read_text()
+    assert second.count(bm.CARD_START) == 1 and "50% of a same-run matmul" in second and "38%" not in second
+    assert not bm.write_card_section(card, bm.card_section(result, context))
