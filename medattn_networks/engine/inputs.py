@@ -21,7 +21,7 @@ from medattn_networks.data.scans import IMAGE_SUFFIXES, ITK_SUFFIXES, check_scan
 from medattn_networks.engine.checkpoints import atomic_output
 from medattn_networks.errors import NoUsableInputError, WeightsError
 
-__all__ = ["inference_datalist", "image_folder_datalist", "check_image", "SaveLabelMapd", "SaveMaskPNGd", "SingleRegiond", "require_checkpoint", "with_weights"]
+__all__ = ["inference_datalist", "image_folder_datalist", "check_image", "SaveLabelMapd", "SaveMaskPNGd", "SingleRegiond", "InvertArgmaxd", "require_checkpoint", "with_weights"]
 
 logger = logging.getLogger("medattn.inputs")
 
@@ -201,6 +201,56 @@ class SaveMaskPNGd(MapTransform):
                 Image.fromarray(values.astype(np.uint8).T).save(tmp, format="PNG")
             if hasattr(label, "meta"):
                 label.meta["saved_to"] = str(target)
+        return d
+
+
+class InvertArgmaxd(MapTransform):
+    """``Invertd`` followed by ``AsDiscreted(argmax=True)``, computed one channel at a time: the same label map,
+    while the inverse (un-cropping, resampling back to the input's grid) holds one full-size channel and a running
+    maximum instead of every channel at once — for whole-CT inference, where the class maps dominate memory.
+
+    Resampling acts on each channel on its own, and the running argmax keeps the first channel on ties (as
+    ``torch.argmax``), so the result equals the two transforms in sequence.
+
+    Args:
+        keys: the prediction keys (``(C, *spatial)`` MetaTensors: probabilities or logits).
+        transform: the preprocessing to invert (as ``Invertd``).
+        orig_keys: the key whose applied operations describe the inverse (the image key).
+        nearest_interp: invert with nearest-neighbour interpolation (as ``Invertd``).
+    """
+
+    def __init__(self, keys: KeysCollection, transform, orig_keys: KeysCollection, nearest_interp: bool = False,
+                 allow_missing_keys: bool = False) -> None:
+        from monai.transforms import Invertd
+
+        super().__init__(keys, allow_missing_keys)
+        self.orig_keys = ensure_tuple_rep(orig_keys, len(self.keys))
+        self.inverters = [
+            Invertd(keys=key, transform=transform, orig_keys=orig, nearest_interp=nearest_interp, to_tensor=True)
+            for key, orig in zip(self.keys, self.orig_keys)
+        ]
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        for key, inverter in zip(self.keys, self.inverters):
+            if key not in d:
+                if self.allow_missing_keys:
+                    continue
+                raise KeyError(f"InvertArgmaxd: no '{key}' in the data")
+            pred = d[key]
+            best = best_value = None
+            for channel in range(pred.shape[0]):
+                inverted = inverter({**d, key: pred[channel : channel + 1]})[key]
+                if best is None:
+                    label_dtype = torch.uint8 if pred.shape[0] <= 256 else torch.int64
+                    best, best_value = torch.zeros_like(inverted, dtype=label_dtype), inverted.clone()
+                    continue
+                better = inverted > best_value
+                best[better] = channel
+                best_value = torch.where(better, inverted, best_value)
+                del inverted, better
+            best = best.to(torch.float32)  # AsDiscreted(argmax=True) gives float labels too
+            d[key] = best
         return d
 
 
